@@ -1,0 +1,242 @@
+"""Load and check an inventory directory: consortium.yaml and towns/<id>.yaml.
+
+Every problem is collected, not only the first, and each names the file, the field path and what is allowed.
+Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kumiai.errors import InputError, Problem
+from kumiai.models import Consortium, Site, Town
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+CONSORTIUM_FILE = "consortium.yaml"
+TOWNS_DIR = "towns"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A validated consortium description."""
+
+    root: Path
+    consortium: Consortium
+    towns: dict[str, Town]
+
+    @property
+    def primary_site(self) -> Site:
+        return self.consortium.primary_site
+
+    @property
+    def dr_site(self) -> Site:
+        return self.consortium.dr_site
+
+    def town(self, town_id: str) -> Town:
+        """The town with this id, or an input error that lists the known ids."""
+        try:
+            return self.towns[town_id]
+        except KeyError:
+            known = ", ".join(self.towns) or "(none)"
+            raise InputError(
+                Problem(
+                    str(self.root / TOWNS_DIR), "id", f"no town {town_id!r} in this inventory; known: {known}"
+                )
+            ) from None
+
+    def placement(self, town: Town) -> tuple[Site, Site]:
+        """(site serving the town now, site holding its standby)."""
+        if town.placement is None:
+            return self.primary_site, self.dr_site
+        return self.consortium.site(town.placement.primary), self.consortium.site(town.placement.dr)
+
+
+def field_path(loc: Iterable[int | str]) -> str:
+    """('systems', 0, 'segment') -> 'systems[0].segment'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+    kind = err["type"]
+    msg = str(err["msg"])
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        parent: Any = model
+        for part in err["loc"][:-1]:
+            if isinstance(part, str) and parent is not None:
+                field = parent.model_fields.get(part) if hasattr(parent, "model_fields") else None
+                ann = field.annotation if field else None
+                parent = _model_of(ann)
+        allowed = ", ".join(parent.model_fields) if parent is not None else "see the documentation"
+        return f"unknown field; allowed fields are: {allowed}"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if (
+        kind not in ("value_error", "assertion_error")
+        and "input" in err
+        and not isinstance(err["input"], dict)
+    ):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `Protection | None` or `list[System]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems(file: str, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    return [Problem(file, field_path(e["loc"]) or "(document)", _explain(e, model)) for e in exc.errors()]
+
+
+def read_yaml(path: Path, display: str) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Parse one YAML file that must hold a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None, [Problem(display, "(document)", "is not UTF-8 text")]
+    except OSError as exc:
+        return None, [Problem(display, "(document)", f"cannot be read: {exc.strerror}")]
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, [Problem(display, "(document)", f"YAML syntax error{where}: {problem}")]
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        return None, [Problem(display, "(document)", f"must be a mapping of fields, but is {kind}")]
+    return data, []
+
+
+def _with_defaults(data: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(data)
+    for key, value in defaults.items():
+        if value is None:
+            continue
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = {**value, **merged[key]}
+    return merged
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_consortium(root: Path) -> tuple[Consortium | None, list[Problem]]:
+    file = root / CONSORTIUM_FILE
+    display = _display(file)
+    if not file.is_file():
+        return None, [
+            Problem(display, "(document)", "file is missing: every inventory has a consortium.yaml")
+        ]
+    data, problems = read_yaml(file, display)
+    if data is None:
+        return None, problems
+    try:
+        return Consortium.model_validate(data), []
+    except ValidationError as exc:
+        return None, _problems(display, exc, Consortium)
+
+
+def load_town(
+    path: Path, consortium: Consortium | None, *, data: dict[str, Any] | None = None
+) -> tuple[Town | None, list[Problem]]:
+    """Validate one town file (or already-parsed data for it) against the consortium's catalogue."""
+    display = _display(path)
+    if data is None:
+        data, problems = read_yaml(path, display)
+        if data is None:
+            return None, problems
+    defaults = consortium.defaults.model_dump(mode="json", exclude_none=True) if consortium else {}
+    catalogue = consortium.catalogue() if consortium else None
+    problems = []
+    try:
+        town = Town.model_validate(_with_defaults(data, defaults), context={"catalogue": catalogue})
+    except ValidationError as exc:
+        return None, _problems(display, exc, Town)
+    if town.id != path.stem:
+        problems.append(Problem(display, "id", f"must equal the file name {path.stem!r}, got {town.id!r}"))
+    if consortium and town.placement:
+        site_ids = [s.id for s in consortium.sites]
+        for role in ("primary", "dr"):
+            ref = getattr(town.placement, role)
+            if ref not in site_ids:
+                problems.append(
+                    Problem(
+                        display,
+                        f"placement.{role}",
+                        f"unknown site {ref!r}; sites are: {', '.join(site_ids)}",
+                    )
+                )
+    return (None if problems else town), problems
+
+
+def town_files(root: Path) -> list[Path]:
+    towns_dir = root / TOWNS_DIR
+    if not towns_dir.is_dir():
+        return []
+    return sorted(p for p in towns_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_inventory(root: Path | str) -> Inventory:
+    """Load and check an inventory. Raises InputError listing every problem found."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(
+            Problem(
+                _display(root),
+                "(inventory)",
+                "is not a directory; pass --inventory PATH to a directory holding consortium.yaml and towns/",
+            )
+        )
+    consortium, problems = load_consortium(root)
+    towns: dict[str, Town] = {}
+    code_owner: dict[str, str] = {}
+    id_owner: dict[str, str] = {}
+    for path in town_files(root):
+        town, town_problems = load_town(path, consortium)
+        problems.extend(town_problems)
+        if town is None:
+            continue
+        display = _display(path)
+        if town.id in id_owner:
+            problems.append(Problem(display, "id", f"duplicate id {town.id!r}, also in {id_owner[town.id]}"))
+            continue
+        if town.code in code_owner:
+            problems.append(
+                Problem(display, "code", f"duplicate code {town.code}, also in {code_owner[town.code]}")
+            )
+        id_owner[town.id] = display
+        code_owner.setdefault(town.code, display)
+        towns[town.id] = town
+    if problems:
+        raise InputError(sorted(problems))
+    assert consortium is not None  # no problems means the consortium loaded
+    return Inventory(root=root, consortium=consortium, towns=towns)

@@ -1,0 +1,293 @@
+"""Typed models of the consortium description (inventories/<name>/consortium.yaml and towns/<id>.yaml).
+
+Pure: no file or process access here. The loader in inventory.py reads the files and reports problems.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from kumiai.catalogue import Segment, standard_catalogue
+
+TOWN_ID_PATTERN = r"^[a-z][a-z0-9-]{1,30}$"
+SITE_ID_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+CRON_FIELD = r"[0-9*/,\-]+"
+
+
+def check_digit(first_five: str) -> int:
+    """Check digit of a 全国地方公共団体コード: (11 - (6*d1 + 5*d2 + 4*d3 + 3*d4 + 2*d5) % 11) % 10."""
+    weights = (6, 5, 4, 3, 2)
+    total = sum(w * int(d) for w, d in zip(weights, first_five, strict=True))
+    return (11 - total % 11) % 10
+
+
+def with_check_digit(first_five: str) -> str:
+    """The six-digit code for a five-digit one."""
+    return f"{first_five}{check_digit(first_five)}"
+
+
+class Strict(BaseModel):
+    """Base for everything read from YAML: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteRole(StrEnum):
+    primary = "primary"
+    dr = "dr"
+
+
+class Tier(StrEnum):
+    s = "s"
+    m = "m"
+    l = "l"  # noqa: E741 - the tier names are s, m and l
+
+
+class Isolation(StrEnum):
+    namespace = "namespace"
+    vcluster = "vcluster"
+    dedicated_nodes = "dedicated-nodes"
+
+
+class ObjectStorage(Strict):
+    """Where a site keeps backups: a posix path (lab) or an S3 endpoint (production)."""
+
+    type: Literal["posix", "s3"]
+    path: str | None = Field(default=None, description="posix: directory, relative to the lab data directory")
+    endpoint: str | None = Field(default=None, description="s3: https endpoint")
+    region: str | None = None
+    bucket_prefix: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,40}$")
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> ObjectStorage:
+        if self.type == "posix" and not self.path:
+            raise ValueError("type posix needs 'path'")
+        if self.type == "s3":
+            missing = [f for f in ("endpoint", "region", "bucket_prefix") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"type s3 needs {', '.join(missing)}")
+            if not str(self.endpoint).startswith("https://"):
+                raise ValueError("s3 endpoint must start with https://")
+        return self
+
+
+class Site(Strict):
+    id: Annotated[str, Field(pattern=SITE_ID_PATTERN)]
+    role: SiteRole
+    name: str | None = None
+    kube_context: Annotated[str, Field(min_length=1)]
+    db_network: ipaddress.IPv4Network
+    object_storage: ObjectStorage
+
+
+class LocalSystem(Strict):
+    """A business system the consortium runs besides the 20 standardized ones."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40)]
+    segments: Annotated[list[Segment], Field(min_length=1)] = [Segment.lgwan]
+
+
+class Protection(Strict):
+    """Backup and continuity targets (RPO/RTO as in IPA's 非機能要求グレード)."""
+
+    backup_schedule: Annotated[str, Field(description="cron expression, five fields")]
+    retention_full: Annotated[int, Field(ge=1, le=400)]
+    rpo_seconds: Annotated[int, Field(ge=0, le=7 * 86400)]
+    rto_seconds: Annotated[int, Field(ge=1, le=30 * 86400)]
+    immutable_days: Annotated[int, Field(ge=0, le=3650)]
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(re.fullmatch(CRON_FIELD, f) for f in fields):
+            raise ValueError("must be a cron expression of five fields, e.g. '0 2 * * *'")
+        return value
+
+
+class TownDefaults(Strict):
+    """Values a town file may leave out."""
+
+    tier: Tier | None = None
+    isolation: Isolation | None = None
+    protection: Protection | None = None
+
+
+class Consortium(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    sites: Annotated[list[Site], Field(min_length=2)]
+    local_systems: list[LocalSystem] = []
+    defaults: TownDefaults = TownDefaults()
+
+    @model_validator(mode="after")
+    def _sites(self) -> Consortium:
+        ids = [s.id for s in self.sites]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"site ids must be unique, repeated: {', '.join(dupes)}")
+        primaries = [s.id for s in self.sites if s.role is SiteRole.primary]
+        if len(primaries) != 1:
+            raise ValueError(f"exactly one site must have role 'primary', found {len(primaries)}")
+        if not any(s.role is SiteRole.dr for s in self.sites):
+            raise ValueError("at least one site must have role 'dr'")
+        standard = standard_catalogue()
+        clash = [ls.name for ls in self.local_systems if ls.name in standard]
+        if clash:
+            raise ValueError(f"local_systems repeat standardized systems: {', '.join(clash)}")
+        return self
+
+    @property
+    def primary_site(self) -> Site:
+        return next(s for s in self.sites if s.role is SiteRole.primary)
+
+    @property
+    def dr_site(self) -> Site:
+        return next(s for s in self.sites if s.role is SiteRole.dr)
+
+    def site(self, site_id: str) -> Site:
+        return next(s for s in self.sites if s.id == site_id)
+
+    def catalogue(self) -> dict[str, frozenset[Segment]]:
+        """Every system a town of this consortium may run -> the segments it may run in."""
+        cat = standard_catalogue()
+        cat.update({ls.name: frozenset(ls.segments) for ls in self.local_systems})
+        return cat
+
+
+class System(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    segment: Segment
+
+    @model_validator(mode="after")
+    def _in_catalogue(self, info: ValidationInfo) -> System:
+        catalogue: dict[str, frozenset[Segment]] | None = (info.context or {}).get("catalogue")
+        if catalogue is None:
+            return self
+        allowed = catalogue.get(self.name)
+        if allowed is None:
+            raise ValueError(
+                f"unknown system {self.name!r}: allowed are the 20 standardized systems "
+                "and the consortium's local_systems"
+            )
+        if self.segment not in allowed:
+            names = ", ".join(sorted(s.value for s in allowed))
+            raise ValueError(f"{self.name} may only run in segment {names}, not {self.segment.value}")
+        return self
+
+
+class Placement(Strict):
+    """Which site serves the town now, and which holds its standby."""
+
+    primary: Annotated[str, Field(pattern=SITE_ID_PATTERN)]
+    dr: Annotated[str, Field(pattern=SITE_ID_PATTERN)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Placement:
+        if self.primary == self.dr:
+            raise ValueError("primary and dr must be different sites")
+        return self
+
+
+class Town(Strict):
+    id: Annotated[str, Field(pattern=TOWN_ID_PATTERN)]
+    name: Annotated[str, Field(min_length=1, max_length=40)]
+    code: Annotated[str, Field(description="6-digit 全国地方公共団体コード with check digit")]
+    population: Annotated[int, Field(gt=0, le=50_000_000)]
+    systems: Annotated[list[System], Field(min_length=1)]
+    tier: Tier
+    isolation: Isolation
+    protection: Protection
+    placement: Placement | None = None
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code_type(cls, value: Any) -> Any:
+        # An unquoted code is read by YAML as an integer; accept it only when no digit can have been lost.
+        if isinstance(value, int) and not isinstance(value, bool) and 100000 <= value <= 999999:
+            return str(value)
+        if not isinstance(value, str):
+            raise ValueError('must be a quoted string of 6 digits, e.g. code: "143014"')
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9]{6}", value):
+            raise ValueError(f'must be 6 digits (5 digits and a check digit), got "{value}"')
+        expected = check_digit(value[:5])
+        if int(value[5]) != expected:
+            raise ValueError(
+                f"check digit of {value} is wrong: {value[:5]} takes {expected}, i.e. {value[:5]}{expected}"
+            )
+        return value
+
+    @field_validator("systems")
+    @classmethod
+    def _unique_systems(cls, value: list[System]) -> list[System]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"each system is listed once, repeated: {', '.join(dupes)}")
+        return value
+
+    @property
+    def segments(self) -> list[Segment]:
+        """Segments the town uses, in the fixed order mynumber, lgwan, internet."""
+        used = {s.segment for s in self.systems}
+        return [seg for seg in Segment if seg in used]
+
+
+# Resources per tier and segment namespace. Sized for a small town's core systems; the l tier is for towns
+# above about 40,000 residents.
+TIER_QUOTAS: dict[Tier, dict[str, str]] = {
+    Tier.s: {
+        "requests.cpu": "2",
+        "requests.memory": "4Gi",
+        "limits.cpu": "4",
+        "limits.memory": "8Gi",
+        "pods": "20",
+        "persistentvolumeclaims": "10",
+        "requests.storage": "100Gi",
+    },
+    Tier.m: {
+        "requests.cpu": "4",
+        "requests.memory": "8Gi",
+        "limits.cpu": "8",
+        "limits.memory": "16Gi",
+        "pods": "40",
+        "persistentvolumeclaims": "20",
+        "requests.storage": "250Gi",
+    },
+    Tier.l: {
+        "requests.cpu": "8",
+        "requests.memory": "16Gi",
+        "limits.cpu": "16",
+        "limits.memory": "32Gi",
+        "pods": "80",
+        "persistentvolumeclaims": "40",
+        "requests.storage": "500Gi",
+    },
+}
+
+TIER_LIMITS: dict[Tier, dict[str, dict[str, str]]] = {
+    Tier.s: {
+        "default": {"cpu": "500m", "memory": "512Mi"},
+        "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+        "max": {"cpu": "2", "memory": "4Gi"},
+    },
+    Tier.m: {
+        "default": {"cpu": "1", "memory": "1Gi"},
+        "defaultRequest": {"cpu": "200m", "memory": "256Mi"},
+        "max": {"cpu": "4", "memory": "8Gi"},
+    },
+    Tier.l: {
+        "default": {"cpu": "1", "memory": "2Gi"},
+        "defaultRequest": {"cpu": "250m", "memory": "512Mi"},
+        "max": {"cpu": "8", "memory": "16Gi"},
+    },
+}
