@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on the embedded lab: build both sites, onboard the lab towns, write synthetic data, show status.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kumiai=.venv/bin/kumiai
+$kumiai town validate
+$kumiai lab up
+for town in $($kumiai town list --json | .venv/bin/python -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["towns"]))'); do
+  population=$($kumiai town show "$town" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["population"])')
+  echo "writing synthetic sample data for $town ($population residents)"
+  $kumiai psql "$town" -- -q -v population="$population" -f scripts/sample-data.sql
+done
+$kumiai status
