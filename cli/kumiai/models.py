@@ -10,13 +10,26 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kumiai.catalogue import Segment, standard_catalogue
 
 TOWN_ID_PATTERN = r"^[a-z][a-z0-9-]{1,30}$"
 SITE_ID_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
-CRON_FIELD = r"[0-9*/,\-]+"
+# Minute, hour, day of month, month, day of week (0 and 7 are Sunday).
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+CRON_ITEM = r"(\*|([0-9]+)(-([0-9]+))?)(/([0-9]+))?"
+
+# Counts and durations must be YAML integers: "7", 7.5 or true are mistakes, not numbers to coerce.
+Count = Annotated[int, Field(strict=True)]
 
 
 def check_digit(first_five: str) -> int:
@@ -29,6 +42,29 @@ def check_digit(first_five: str) -> int:
 def with_check_digit(first_five: str) -> str:
     """The six-digit code for a five-digit one."""
     return f"{first_five}{check_digit(first_five)}"
+
+
+def _cron_field_ok(field: str, low: int, high: int) -> bool:
+    for item in field.split(","):
+        m = re.fullmatch(CRON_ITEM, item)
+        if m is None:
+            return False
+        first, last, step = m.group(2), m.group(4), m.group(6)
+        values = [int(v) for v in (first, last) if v is not None]
+        if any(not low <= v <= high for v in values) or (len(values) == 2 and values[0] > values[1]):
+            return False
+        if step is not None and int(step) < 1:
+            return False
+    return True
+
+
+def _plain_text(value: str) -> str:
+    """Names end up in file headers, tables and labels: one line of visible text."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must be one line of text without control characters")
+    return value
 
 
 class Strict(BaseModel):
@@ -88,7 +124,7 @@ class Site(Strict):
 class LocalSystem(Strict):
     """A business system the consortium runs besides the 20 standardized ones."""
 
-    name: Annotated[str, Field(min_length=1, max_length=40)]
+    name: Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_plain_text)]
     segments: Annotated[list[Segment], Field(min_length=1)] = [Segment.lgwan]
 
 
@@ -96,17 +132,22 @@ class Protection(Strict):
     """Backup and continuity targets (RPO/RTO as in IPA's 非機能要求グレード)."""
 
     backup_schedule: Annotated[str, Field(description="cron expression, five fields")]
-    retention_full: Annotated[int, Field(ge=1, le=400)]
-    rpo_seconds: Annotated[int, Field(ge=0, le=7 * 86400)]
-    rto_seconds: Annotated[int, Field(ge=1, le=30 * 86400)]
-    immutable_days: Annotated[int, Field(ge=0, le=3650)]
+    retention_full: Annotated[Count, Field(ge=1, le=400)]
+    rpo_seconds: Annotated[Count, Field(ge=0, le=7 * 86400)]
+    rto_seconds: Annotated[Count, Field(ge=1, le=30 * 86400)]
+    immutable_days: Annotated[Count, Field(ge=0, le=3650)]
 
     @field_validator("backup_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         fields = value.split()
-        if len(fields) != 5 or not all(re.fullmatch(CRON_FIELD, f) for f in fields):
-            raise ValueError("must be a cron expression of five fields, e.g. '0 2 * * *'")
+        if len(fields) != 5 or not all(
+            _cron_field_ok(f, low, high) for f, (low, high) in zip(fields, CRON_RANGES, strict=True)
+        ):
+            raise ValueError(
+                "must be a cron expression of five fields (minute 0-59, hour 0-23, day 1-31, month 1-12, "
+                f"weekday 0-7) made of numbers, *, ranges a-b, lists a,b and steps /n, e.g. '0 2 * * *'; got {value!r}"
+            )
         return value
 
 
@@ -124,22 +165,36 @@ class Consortium(Strict):
     local_systems: list[LocalSystem] = []
     defaults: TownDefaults = TownDefaults()
 
-    @model_validator(mode="after")
-    def _sites(self) -> Consortium:
-        ids = [s.id for s in self.sites]
+    # Field validators rather than one model validator, so each problem is reported at its field path.
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, sites: list[Site]) -> list[Site]:
+        ids = [s.id for s in sites]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"site ids must be unique, repeated: {', '.join(dupes)}")
-        primaries = [s.id for s in self.sites if s.role is SiteRole.primary]
+        primaries = [s.id for s in sites if s.role is SiteRole.primary]
         if len(primaries) != 1:
-            raise ValueError(f"exactly one site must have role 'primary', found {len(primaries)}")
-        if not any(s.role is SiteRole.dr for s in self.sites):
-            raise ValueError("at least one site must have role 'dr'")
+            found = ", ".join(primaries) or "none"
+            raise ValueError(f"exactly one site must have role 'primary', found {len(primaries)} ({found})")
+        if not any(s.role is SiteRole.dr for s in sites):
+            raise ValueError("at least one site must have role 'dr', found none")
+        return sites
+
+    @field_validator("local_systems")
+    @classmethod
+    def _local_systems(cls, local: list[LocalSystem]) -> list[LocalSystem]:
         standard = standard_catalogue()
-        clash = [ls.name for ls in self.local_systems if ls.name in standard]
+        clash = [ls.name for ls in local if ls.name in standard]
         if clash:
-            raise ValueError(f"local_systems repeat standardized systems: {', '.join(clash)}")
-        return self
+            raise ValueError(
+                f"local_systems repeat standardized systems: {', '.join(clash)}; list only systems besides the 20"
+            )
+        names = [ls.name for ls in local]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"each local system is listed once, repeated: {', '.join(dupes)}")
+        return local
 
     @property
     def primary_site(self) -> Site:
@@ -159,25 +214,39 @@ class Consortium(Strict):
         return cat
 
 
+def _catalogue(info: ValidationInfo) -> dict[str, frozenset[Segment]] | None:
+    """The consortium's catalogue, passed by the loader as validation context (None: not checked)."""
+    return (info.context or {}).get("catalogue")
+
+
 class System(Strict):
     name: Annotated[str, Field(min_length=1)]
     segment: Segment
 
-    @model_validator(mode="after")
-    def _in_catalogue(self, info: ValidationInfo) -> System:
-        catalogue: dict[str, frozenset[Segment]] | None = (info.context or {}).get("catalogue")
-        if catalogue is None:
-            return self
-        allowed = catalogue.get(self.name)
-        if allowed is None:
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str, info: ValidationInfo) -> str:
+        catalogue = _catalogue(info)
+        if catalogue is not None and name not in catalogue:
+            local = sorted(set(catalogue) - set(standard_catalogue()))
             raise ValueError(
-                f"unknown system {self.name!r}: allowed are the 20 standardized systems "
-                "and the consortium's local_systems"
+                f"unknown system {name!r}: allowed are the 20 standardized systems (住民基本台帳, 戸籍, …) "
+                f"and the consortium's local_systems ({', '.join(local) or 'none'})"
             )
-        if self.segment not in allowed:
+        return name
+
+    @field_validator("segment")
+    @classmethod
+    def _allowed_segment(cls, segment: Segment, info: ValidationInfo) -> Segment:
+        catalogue = _catalogue(info)
+        name = info.data.get("name")  # absent when the name itself was rejected
+        if catalogue is None or name not in catalogue:
+            return segment
+        allowed = catalogue[name]
+        if segment not in allowed:
             names = ", ".join(sorted(s.value for s in allowed))
-            raise ValueError(f"{self.name} may only run in segment {names}, not {self.segment.value}")
-        return self
+            raise ValueError(f"{name} may only run in segment {names}, not {segment.value}")
+        return segment
 
 
 class Placement(Strict):
@@ -195,9 +264,9 @@ class Placement(Strict):
 
 class Town(Strict):
     id: Annotated[str, Field(pattern=TOWN_ID_PATTERN)]
-    name: Annotated[str, Field(min_length=1, max_length=40)]
+    name: Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_plain_text)]
     code: Annotated[str, Field(description="6-digit 全国地方公共団体コード with check digit")]
-    population: Annotated[int, Field(gt=0, le=50_000_000)]
+    population: Annotated[Count, Field(gt=0, le=50_000_000)]
     systems: Annotated[list[System], Field(min_length=1)]
     tier: Tier
     isolation: Isolation
