@@ -6,7 +6,7 @@ Nothing here writes anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,35 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kumiai.errors import InputError, Problem
-from kumiai.models import Consortium, Site, Town
+from kumiai.models import Consortium, Site, Town, TownDefaults
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping gives the same key twice. Plain YAML keeps the last silently; a spec must not."""
+
+    def __init__(self, key: Any, node: yaml.Node) -> None:
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=node.start_mark)
+        self.key = key
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # unhashable: the base constructor reports it
+            if duplicate:
+                raise DuplicateKeyError(key, key_node)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 CONSORTIUM_FILE = "consortium.yaml"
 TOWNS_DIR = "towns"
@@ -46,9 +72,7 @@ class Inventory:
         except KeyError:
             known = ", ".join(self.towns) or "(none)"
             raise InputError(
-                Problem(
-                    str(self.root / TOWNS_DIR), "id", f"no town {town_id!r} in this inventory; known: {known}"
-                )
+                Problem(str(self.root / TOWNS_DIR), "id", f"no town {town_id!r} in this inventory; known: {known}")
             ) from None
 
     def placement(self, town: Town) -> tuple[Site, Site]:
@@ -74,6 +98,8 @@ def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     msg = str(err["msg"])
     if kind == "missing":
         return "required field is missing"
+    if kind == "int_type":
+        return f"must be a whole number, written without quotes (got {err.get('input')!r})"
     if kind == "extra_forbidden":
         parent: Any = model
         for part in err["loc"][:-1]:
@@ -85,11 +111,7 @@ def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
         return f"unknown field; allowed fields are: {allowed}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if (
-        kind not in ("value_error", "assertion_error")
-        and "input" in err
-        and not isinstance(err["input"], dict)
-    ):
+    if kind not in ("value_error", "assertion_error") and "input" in err and not isinstance(err["input"], dict):
         msg += f" (got {err['input']!r})"
     return msg
 
@@ -105,8 +127,19 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _problems(file: str, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
-    return [Problem(file, field_path(e["loc"]) or "(document)", _explain(e, model)) for e in exc.errors()]
+def _problems(
+    file: str, exc: ValidationError, model: type[BaseModel], *, skip: Callable[[Mapping[str, Any]], bool] | None = None
+) -> list[Problem]:
+    return [
+        Problem(file, field_path(e["loc"]) or "(document)", _explain(e, model))
+        for e in exc.errors()
+        if skip is None or not skip(e)
+    ]
+
+
+def _defaultable_missing(err: Mapping[str, Any]) -> bool:
+    """A field the consortium's defaults could have supplied is missing (used when those defaults are unreadable)."""
+    return err["type"] == "missing" and bool(err["loc"]) and err["loc"][0] in TownDefaults.model_fields
 
 
 def read_yaml(path: Path, display: str) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -119,6 +152,10 @@ def read_yaml(path: Path, display: str) -> tuple[dict[str, Any] | None, list[Pro
         return None, [Problem(display, "(document)", f"cannot be read: {exc.strerror}")]
     try:
         data = yaml.load(text, Loader=_Loader)
+    except DuplicateKeyError as exc:
+        assert exc.problem_mark is not None
+        line = exc.problem_mark.line + 1
+        return None, [Problem(display, str(exc.key), f"is given twice (again at line {line}); give each field once")]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -153,9 +190,7 @@ def load_consortium(root: Path) -> tuple[Consortium | None, list[Problem]]:
     file = root / CONSORTIUM_FILE
     display = _display(file)
     if not file.is_file():
-        return None, [
-            Problem(display, "(document)", "file is missing: every inventory has a consortium.yaml")
-        ]
+        return None, [Problem(display, "(document)", "file is missing: every inventory has a consortium.yaml")]
     data, problems = read_yaml(file, display)
     if data is None:
         return None, problems
@@ -177,10 +212,21 @@ def load_town(
     defaults = consortium.defaults.model_dump(mode="json", exclude_none=True) if consortium else {}
     catalogue = consortium.catalogue() if consortium else None
     problems = []
+    stem_problem = (
+        Problem(display, "id", f"must equal the file name {path.stem!r}, got {data.get('id')!r}")
+        if isinstance(data.get("id"), str) and data["id"] != path.stem
+        else None
+    )
     try:
         town = Town.model_validate(_with_defaults(data, defaults), context={"catalogue": catalogue})
     except ValidationError as exc:
-        return None, _problems(display, exc, Town)
+        # Without a readable consortium.yaml its defaults are unknown: a field they could supply is not a problem
+        # of this file.
+        skip = _defaultable_missing if consortium is None else None
+        found = _problems(display, exc, Town, skip=skip)
+        if stem_problem and not any(p.field == "id" for p in found):
+            found.append(stem_problem)
+        return None, found
     if town.id != path.stem:
         problems.append(Problem(display, "id", f"must equal the file name {path.stem!r}, got {town.id!r}"))
     if consortium and town.placement:
@@ -230,9 +276,7 @@ def load_inventory(root: Path | str) -> Inventory:
             problems.append(Problem(display, "id", f"duplicate id {town.id!r}, also in {id_owner[town.id]}"))
             continue
         if town.code in code_owner:
-            problems.append(
-                Problem(display, "code", f"duplicate code {town.code}, also in {code_owner[town.code]}")
-            )
+            problems.append(Problem(display, "code", f"duplicate code {town.code}, also in {code_owner[town.code]}"))
         id_owner[town.id] = display
         code_owner.setdefault(town.code, display)
         towns[town.id] = town
