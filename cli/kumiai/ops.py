@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from kumiai import __version__, paths
+from kumiai.errors import KumiaiError
 
 GENESIS = "0" * 64
 
@@ -125,9 +126,7 @@ def actor() -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -137,6 +136,20 @@ def _digest(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _hash_of(line: str, path: Path) -> str:
+    """The hash of the last record, which the next one chains to; a damaged log is not silently restarted."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
+        raise KumiaiError(
+            f"audit log {path} ends with a damaged record, so a new one cannot be chained to it; "
+            "keep the file as evidence, move it aside and investigate"
+        )
+    return record["hash"]
 
 
 def append_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +162,7 @@ def append_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         for line in fh:
             if line.strip():
                 last = line
-        prev = json.loads(last)["hash"] if last else GENESIS
+        prev = _hash_of(last, path) if last else GENESIS
         chained = {**record, "prev": prev}
         chained["hash"] = _digest(chained)
         fh.seek(0, os.SEEK_END)
@@ -165,12 +178,15 @@ def verify_chain(path: Path) -> list[str]:
     prev = GENESIS
     if not path.exists():
         return problems
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Undecodable bytes become U+FFFD, so the damaged record fails its hash instead of stopping the check.
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
             problems.append(f"{path}:{number}: not a JSON record")
             prev = "?"
             continue
