@@ -79,9 +79,7 @@ def show_town(
         emit_json(data)
         return
     out.print(f"[bold]{town.name}[/] ({town.id}, 団体コード {town.code}, population {town.population:,})")
-    out.print(
-        f"tier {town.tier.value}, isolation {town.isolation.value}; primary at {primary.id}, standby at {dr.id}"
-    )
+    out.print(f"tier {town.tier.value}, isolation {town.isolation.value}; primary at {primary.id}, standby at {dr.id}")
     for seg in town.segments:
         names = ", ".join(s.name for s in town.systems if s.segment is seg)
         out.print(f"  {seg.value} ({SEGMENT_LABELS[seg]}): {names}")
@@ -139,9 +137,7 @@ def new_town(
     name: Annotated[str, typer.Option("--name", help="団体名, e.g. 清川村.")],
     code: Annotated[str, typer.Option("--code", help="6-digit 全国地方公共団体コード with its check digit.")],
     population: Annotated[int | None, typer.Option("--population", help="Residents (approximate).")] = None,
-    tier: Annotated[
-        str | None, typer.Option("--tier", help="s, m or l; default from consortium.yaml.")
-    ] = None,
+    tier: Annotated[str | None, typer.Option("--tier", help="s, m or l; default from consortium.yaml.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write towns/ID.yaml from the template, checked before writing; never overwrites."""
@@ -151,9 +147,7 @@ def new_town(
     if consortium is None:
         raise InputError(problems)
     if path.exists() or path.with_suffix(".yml").exists():
-        raise InputError(
-            Problem(str(path), "id", f"town {town_id!r} exists already; kumiai never overwrites a spec")
-        )
+        raise InputError(Problem(str(path), "id", f"town {town_id!r} exists already; kumiai never overwrites a spec"))
     text = render_town_yaml(town_id, name, code, population, tier)
     data = yaml.safe_load(text)
     town, problems = load_town(path, consortium, data=data)
