@@ -6,6 +6,7 @@ Nothing here writes anything.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,16 @@ from pydantic import BaseModel, ValidationError
 from kumiai.errors import InputError, Problem
 from kumiai.models import Consortium, Site, Town, TownDefaults
 
+# What a message quotes of the input: bounded, because the input may be huge or nested hundreds of levels deep.
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
+
+
+def shown(value: Any) -> str:
+    """A short repr of an input value for a message."""
+    return _repr.repr(value)
+
+
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -24,7 +35,7 @@ class DuplicateKeyError(yaml.MarkedYAMLError):
     """A mapping gives the same key twice. Plain YAML keeps the last silently; a spec must not."""
 
     def __init__(self, key: Any, node: yaml.Node) -> None:
-        super().__init__(problem=f"duplicate key {key!r}", problem_mark=node.start_mark)
+        super().__init__(problem=f"duplicate key {shown(key)}", problem_mark=node.start_mark)
         self.key = key
 
 
@@ -99,7 +110,7 @@ def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "int_type":
-        return f"must be a whole number, written without quotes (got {err.get('input')!r})"
+        return f"must be a whole number, written without quotes (got {shown(err.get('input'))})"
     if kind == "extra_forbidden":
         parent: Any = model
         for part in err["loc"][:-1]:
@@ -112,7 +123,7 @@ def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind not in ("value_error", "assertion_error") and "input" in err and not isinstance(err["input"], dict):
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {shown(err['input'])})"
     return msg
 
 
@@ -213,7 +224,7 @@ def load_town(
     catalogue = consortium.catalogue() if consortium else None
     problems = []
     stem_problem = (
-        Problem(display, "id", f"must equal the file name {path.stem!r}, got {data.get('id')!r}")
+        Problem(display, "id", f"must equal the file name {path.stem!r}, got {shown(data.get('id'))}")
         if isinstance(data.get("id"), str) and data["id"] != path.stem
         else None
     )
