@@ -161,7 +161,7 @@ class TownDefaults(Strict):
 
 class Consortium(Strict):
     name: Annotated[str, Field(min_length=1)]
-    sites: Annotated[list[Site], Field(min_length=2)]
+    sites: list[Site]  # one primary and at least one dr: checked below, with a message saying so
     local_systems: list[LocalSystem] = []
     defaults: TownDefaults = TownDefaults()
 
@@ -169,16 +169,19 @@ class Consortium(Strict):
     @field_validator("sites")
     @classmethod
     def _sites(cls, sites: list[Site]) -> list[Site]:
+        wrong = []
         ids = [s.id for s in sites]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise ValueError(f"site ids must be unique, repeated: {', '.join(dupes)}")
+            wrong.append(f"site ids must be unique, repeated: {', '.join(dupes)}")
         primaries = [s.id for s in sites if s.role is SiteRole.primary]
         if len(primaries) != 1:
             found = ", ".join(primaries) or "none"
-            raise ValueError(f"exactly one site must have role 'primary', found {len(primaries)} ({found})")
+            wrong.append(f"exactly one site must have role 'primary', found {len(primaries)} ({found})")
         if not any(s.role is SiteRole.dr for s in sites):
-            raise ValueError("at least one site must have role 'dr', found none")
+            wrong.append("at least one site must have role 'dr' (the remote copy), found none")
+        if wrong:
+            raise ValueError("; ".join(wrong))
         return sites
 
     @field_validator("local_systems")

@@ -304,17 +304,20 @@ CASES = [
     Case(
         "two-primary-sites",
         (edit(CONS, "role: dr", "role: primary"),),
-        ("inv/consortium.yaml: sites: exactly one site must have role 'primary', found 2 (site-a, site-b)",),
+        (
+            "inv/consortium.yaml: sites: exactly one site must have role 'primary', found 2 (site-a, site-b); "
+            "at least one site must have role 'dr'",
+        ),
     ),
     Case(
-        "no-dr-site",
+        "unknown-site-role",
         (edit(CONS, "  - id: site-b\n    role: dr\n", "  - id: site-b\n    role: standby\n"),),
         ("inv/consortium.yaml: sites[1].role: Input should be 'primary' or 'dr' (got 'standby')",),
     ),
     Case(
-        "single-site",
+        "only-a-primary-site",
         (cut(CONS, "  - id: site-b", "path: site-b/backup\n"),),
-        ("inv/consortium.yaml: sites: List should have at least 2 items",),
+        ("inv/consortium.yaml: sites: at least one site must have role 'dr' (the remote copy), found none",),
     ),
     Case(
         "duplicate-site-id",

@@ -267,7 +267,8 @@ def test_a_valid_consortium() -> None:
 @pytest.mark.parametrize(
     ("changes", "field", "fragment"),
     [
-        ({"sites": [site("a", "primary")]}, "sites", "at least 2 items"),
+        ({"sites": [site("a", "primary")]}, "sites", "at least one site must have role 'dr'"),
+        ({"sites": []}, "sites", "found 0 (none); at least one site must have role 'dr'"),
         ({"sites": [site("a", "primary"), site("b", "primary")]}, "sites", "found 2 (a, b)"),
         ({"sites": [site("a", "dr"), site("b", "dr")]}, "sites", "found 0"),
         ({"sites": [site("a", "primary"), site("a", "dr")]}, "sites", "repeated: a"),
