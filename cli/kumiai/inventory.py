@@ -171,6 +171,9 @@ def read_yaml(path: Path, display: str) -> tuple[dict[str, Any] | None, list[Pro
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)  # e.g. "expected a single document in the stream"
+        if context:
+            problem = f"{context}, {problem}"
         return None, [Problem(display, "(document)", f"YAML syntax error{where}: {problem}")]
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"

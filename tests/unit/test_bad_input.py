@@ -291,6 +291,21 @@ CASES = [
         ("inv/towns/nakai.yaml: (document): is not UTF-8 text",),
     ),
     Case(
+        "deeply-nested-value",
+        (edit(NAKAI, "population: 8900", "population: " + "[" * 990 + "]" * 990),),
+        ("inv/towns/nakai.yaml: population: must be a whole number, written without quotes (got [[[[...]]]])",),
+    ),
+    Case(
+        "nesting-beyond-the-yaml-limit",
+        (edit(NAKAI, "population: 8900", "population: " + "[" * 5000 + "]" * 5000),),
+        ("inv/towns/nakai.yaml: (document): YAML syntax error", "exceeded maximum nesting depth"),
+    ),
+    Case(
+        "two-yaml-documents",
+        (append(NAKAI, "---\nid: nakai\n"),),
+        ("inv/towns/nakai.yaml: (document): YAML syntax error", "expected a single document"),
+    ),
+    Case(
         "python-object-tag",
         (write(NAKAI, "!!python/object/apply:os.system ['true']\n"),),
         ("inv/towns/nakai.yaml: (document): YAML syntax error", "could not determine a constructor"),
