@@ -1,0 +1,102 @@
+"""On-disk cache of rendered stacks, so that a re-plan renders only what changed.
+
+The key of a stack is a hash of everything its program reads: the town spec (defaults applied), the site it is
+rendered for, the site currently primary for it, the consortium name, and the version of the code that turns
+them into resources (the kumiai_stacks sources, the models' quota tables, this package's rendering code and the
+Pulumi SDK versions). Change any of them and the key changes; nothing is ever invalidated by hand.
+
+Layout: <dir>/<key[:2]>/<key>.json holds the stack's resources as a JSON array; <dir>/index.json maps keys to
+small summaries (counts, namespaces, violations) so that a plan of unchanged stacks reads one file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from kumiai import paths
+from kumiai.render import Job
+
+INDEX = "index.json"
+
+
+def default_dir() -> Path:
+    return paths.state_dir() / "cache" / "render"
+
+
+@functools.cache
+def code_version() -> str:
+    """Hash of the code that decides what a stack renders to."""
+    import kumiai
+    import kumiai_stacks
+
+    h = hashlib.sha256()
+    stacks_dir = Path(kumiai_stacks.__file__).parent
+    cli_dir = Path(kumiai.__file__).parent
+    files = sorted(stacks_dir.glob("*.py")) + [cli_dir / n for n in ("models.py", "catalogue.py", "render.py")]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    for dist in ("pulumi", "pulumi_kubernetes"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(dist.encode())
+    return h.hexdigest()
+
+
+def stack_key(job: Job) -> str:
+    town = getattr(job, "town", None)
+    db_site = getattr(job, "db_site", None)
+    body: dict[str, Any] = {
+        "consortium": job.consortium,
+        "site": job.site.model_dump(mode="json"),
+        "town": town.model_dump(mode="json") if town is not None else None,
+        "db_site": db_site.model_dump(mode="json") if db_site is not None else None,
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class RenderCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read_text(self, key: str) -> str:
+        """The stack's resources as JSON array text (spliced as is into a plan file)."""
+        return self.path(key).read_text(encoding="utf-8")
+
+    def read(self, key: str) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = json.loads(self.read_text(key))
+        return data
+
+    def write(self, key: str, resources: list[dict[str, Any]]) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(resources, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def read_index(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads((self.root / INDEX).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_index(self, index: dict[str, dict[str, Any]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{INDEX}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(index, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, self.root / INDEX)
