@@ -143,11 +143,12 @@ def new_town(
     """Write towns/ID.yaml from the template, checked before writing; never overwrites."""
     root: Path = ctx.obj.inventory_path
     path = root / TOWNS_DIR / f"{town_id}.yaml"
+    exists = InputError(Problem(str(path), "id", f"town {town_id!r} exists already; kumiai never overwrites a spec"))
     consortium, problems = load_consortium(root)
     if consortium is None:
         raise InputError(problems)
     if path.exists() or path.with_suffix(".yml").exists():
-        raise InputError(Problem(str(path), "id", f"town {town_id!r} exists already; kumiai never overwrites a spec"))
+        raise exists
     text = render_town_yaml(town_id, name, code, population, tier)
     data = yaml.safe_load(text)
     town, problems = load_town(path, consortium, data=data)
@@ -158,9 +159,14 @@ def new_town(
     if clash:
         raise InputError(Problem(str(path), "code", f"code {town.code} is already used by town {clash[0]}"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
+    tmp = path.with_suffix(f".yaml.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)  # atomic, and fails if another run wrote the same town meanwhile
+    except FileExistsError:
+        raise exists from None
+    finally:
+        tmp.unlink()
     if json_:
         emit_json({"written": str(path), "town": town_summary(town)})
         return
