@@ -1,0 +1,153 @@
+"""Runs the project's playbooks with the derived inventory and reads their recap."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kumiai import paths
+from kumiai.errors import KumiaiError
+from kumiai.lab.secrets import ensure_vault_key
+
+RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    unreachable: int = 0
+    failed: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass
+class PlaybookResult:
+    playbook: str
+    returncode: int
+    seconds: float
+    log: Path
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(h.changed for h in self.hosts.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(h.failed + h.unreachable for h in self.hosts.values())
+
+
+def parse_recap(output: str) -> dict[str, HostStats]:
+    """Per-host counts from the PLAY RECAP of ansible-playbook's default output."""
+    hosts: dict[str, HostStats] = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if not in_recap:
+            continue
+        m = RECAP_LINE.match(line.strip())
+        if m:
+            counts = dict(item.split("=") for item in m.group("counts").split())
+            known = HostStats.__dataclass_fields__
+            hosts[m.group("host")] = HostStats(**{k: int(v) for k, v in counts.items() if k in known})
+    return hosts
+
+
+def tool(name: str) -> Path:
+    """An executable of the environment kumiai runs in (ansible-playbook, patroni, supervisorctl, ...)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return candidate
+    found = shutil.which(name)
+    if found is None:
+        raise KumiaiError(f"{name} is not installed in this environment (run `make setup`)")
+    return Path(found)
+
+
+def playbook_env(inventory_path: Path, lab_dir: Path) -> dict[str, str]:
+    root = paths.project_root()
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(root / "roles"),
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(ensure_vault_key()),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "KUMIAI_INVENTORY": str(inventory_path.absolute()),
+        "KUMIAI_LAB_DIR": str(lab_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def run_playbook(
+    name: str,
+    *,
+    inventory_path: Path,
+    lab_dir: Path,
+    limit: str | None = None,
+    check: bool = False,
+    extra_args: list[str] | None = None,
+    echo: bool = False,
+) -> PlaybookResult:
+    """Run playbooks/<name> and return its recap. Output goes to a log under the lab directory.
+
+    Secrets never appear there: every task that handles them has no_log.
+    """
+    root = paths.project_root()
+    logs = lab_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+    log = logs / f"{stamp}-{Path(name).stem}{'-check' if check else ''}.log"
+    cmd = [
+        str(tool("ansible-playbook")),
+        "-i",
+        str(tool("kumiai-ansible-inventory")),
+        str(root / "playbooks" / name),
+    ]
+    if limit:
+        cmd += ["--limit", limit]
+    if check:
+        cmd += ["--check"]
+    cmd += extra_args or []
+    t0 = time.perf_counter()
+    with log.open("w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=playbook_env(inventory_path, lab_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=False,
+        )
+        assert proc.stdout is not None
+        output = []
+        for line in proc.stdout:
+            fh.write(line)
+            fh.flush()
+            output.append(line)
+            if echo:
+                sys.stderr.write(line)
+        returncode = proc.wait()
+    result = PlaybookResult(
+        playbook=name,
+        returncode=returncode,
+        seconds=time.perf_counter() - t0,
+        log=log,
+        hosts=parse_recap("".join(output)),
+    )
+    if returncode != 0:
+        raise KumiaiError(f"{name} failed (exit {returncode}); see {log}")
+    return result
