@@ -114,7 +114,8 @@ class MemberLayout:
 
     @property
     def socket_dir(self) -> Path:
-        return self.dir / "run"
+        # The member directory is distinct per member, which is what PostgreSQL needs of a socket directory.
+        return self.dir
 
     @property
     def patroni_config(self) -> Path:

@@ -1,0 +1,217 @@
+"""Status of a town at both sites: Patroni's cluster view, cross-site lag and the last backup per repo.
+
+The parse_* functions are pure (they read what Patroni, PostgreSQL and pgBackRest answer); gather_* ask the
+running services.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2
+
+from kumiai.lab.layout import SUPERUSER, MemberLayout, TownLayout
+from kumiai.lab.secrets import TownSecrets
+
+LEADER_ROLES = ("leader", "standby_leader")
+
+
+@dataclass
+class MemberStatus:
+    name: str
+    host: str
+    role: str
+    state: str
+    timeline: int | None = None
+    lag_bytes: int | None = None
+
+
+@dataclass
+class ClusterStatus:
+    site: str
+    kind: str  # primary | standby
+    reachable: bool
+    leader: str | None = None
+    members: list[MemberStatus] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """A leader running (streaming, for a standby cluster) and every other member streaming."""
+        if not self.reachable or self.leader is None:
+            return False
+        leader_state = "running" if self.kind == "primary" else "streaming"
+        return all(
+            (m.state == leader_state) if m.role in LEADER_ROLES else (m.state == "streaming") for m in self.members
+        )
+
+    @property
+    def sync_standby(self) -> str | None:
+        return next((m.name for m in self.members if m.role == "sync_standby"), None)
+
+
+@dataclass
+class Lag:
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class Backup:
+    repo: int
+    label: str
+    type: str
+    stopped: str
+    size_bytes: int | None
+    repo_size_bytes: int | None
+
+
+@dataclass
+class TownStatus:
+    town: str
+    primary: ClusterStatus
+    dr: ClusterStatus
+    dr_lag: Lag | None
+    backups: dict[int, Backup | None]
+
+    @property
+    def healthy(self) -> bool:
+        return (
+            self.primary.healthy
+            and self.dr.healthy
+            and self.primary.sync_standby is not None
+            and all(b is not None for b in self.backups.values())
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, cluster in (("primary", self.primary), ("dr", self.dr)):
+            data[key]["healthy"] = cluster.healthy
+            data[key]["sync_standby"] = cluster.sync_standby
+        data["backups"] = {f"repo{n}": (asdict(b) if b else None) for n, b in self.backups.items()}
+        data["healthy"] = self.healthy
+        return data
+
+
+def parse_cluster(site: str, kind: str, view: dict[str, Any] | None) -> ClusterStatus:
+    """Patroni's GET /cluster answer -> members and leader."""
+    if view is None:
+        return ClusterStatus(site=site, kind=kind, reachable=False)
+    members = [
+        MemberStatus(
+            name=m.get("name", "?"),
+            host=m.get("host", "?"),
+            role=m.get("role", "?"),
+            state=m.get("state", "?"),
+            timeline=m.get("timeline"),
+            lag_bytes=m.get("lag") if isinstance(m.get("lag"), int) else None,
+        )
+        for m in view.get("members", [])
+    ]
+    leader = next((m.name for m in members if m.role in LEADER_ROLES), None)
+    return ClusterStatus(site=site, kind=kind, reachable=True, leader=leader, members=members)
+
+
+def parse_backups(info: list[dict[str, Any]], repos: int) -> dict[int, Backup | None]:
+    """pgbackrest info --output=json for one stanza -> the newest backup of each repo (None: no backup)."""
+    last: dict[int, Backup | None] = dict.fromkeys(range(1, repos + 1))
+    stanza = info[0] if info else {}
+    for b in stanza.get("backup", []):
+        repo = int(b.get("database", {}).get("repo-key", 0))
+        stop = int(b.get("timestamp", {}).get("stop", 0))
+        backup = Backup(
+            repo=repo,
+            label=b.get("label", "?"),
+            type=b.get("type", "?"),
+            stopped=datetime.fromtimestamp(stop, UTC).isoformat(timespec="seconds"),
+            size_bytes=b.get("info", {}).get("size"),
+            repo_size_bytes=b.get("info", {}).get("repository", {}).get("delta"),
+        )
+        current = last.get(repo)
+        if repo in last and (current is None or backup.stopped >= current.stopped):
+            last[repo] = backup
+    return last
+
+
+def fetch_cluster_view(members: tuple[MemberLayout, ...], timeout: float = 2.0) -> dict[str, Any] | None:
+    """The cluster view from the first member that answers (any member answers for the whole cluster)."""
+    for m in members:
+        try:
+            with urllib.request.urlopen(f"{m.rest_url}/cluster", timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            continue
+    return None
+
+
+def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets) -> Lag | None:
+    """Bytes and seconds the DR standby leader's replay is behind the primary leader."""
+    sql = (
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
+        " COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8"
+        " FROM pg_stat_replication WHERE application_name = %s"
+    )
+    try:
+        conn = psycopg2.connect(
+            host=leader.address,
+            port=5432,
+            user=SUPERUSER,
+            password=secrets.superuser_password,
+            dbname="postgres",
+            connect_timeout=3,
+            application_name="kumiai-status",
+        )
+    except psycopg2.Error:
+        return None
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, (dr_leader_name,))
+            row = cur.fetchone()
+    except psycopg2.Error:
+        return None
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    lag_bytes, seconds = int(row[0] or 0), float(row[1] or 0.0)
+    # replay_lag keeps its last value for a while after catching up; nothing outstanding means no lag.
+    return Lag(bytes=lag_bytes, seconds=seconds if lag_bytes > 0 else 0.0)
+
+
+def pgbackrest_info(member: MemberLayout, stanza: str) -> list[dict[str, Any]]:
+    """pgbackrest info, run as postgres (the configuration holds the town's passphrase and is postgres's only)."""
+    cmd = [
+        "/usr/bin/setpriv",
+        "--reuid=postgres",
+        "--regid=postgres",
+        "--init-groups",
+        "/usr/bin/pgbackrest",
+        f"--config={member.pgbackrest_config}",
+        f"--stanza={stanza}",
+        "--output=json",
+        "info",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    if out.returncode != 0:
+        return []
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return []
+
+
+def gather_town_status(town: TownLayout, secrets: TownSecrets | None) -> TownStatus:
+    primary = parse_cluster(town.primary_site, "primary", fetch_cluster_view(town.at(town.primary_site)))
+    dr = parse_cluster(town.dr_site, "standby", fetch_cluster_view(town.at(town.dr_site)))
+    leader = next((m for m in town.at(town.primary_site) if m.name == primary.leader), None)
+    lag = None
+    if leader is not None and dr.leader is not None and secrets is not None:
+        lag = query_dr_lag(leader, dr.leader, secrets)
+    # Any member's configuration names both repos; the primary site's first member always has one.
+    info = pgbackrest_info(town.at(town.primary_site)[0], town.id)
+    return TownStatus(town=town.id, primary=primary, dr=dr, dr_lag=lag, backups=parse_backups(info, 2))

@@ -1,0 +1,65 @@
+"""Control of each site's supervisord in the lab: is it up, what runs under it, shut it down."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from kumiai.errors import KumiaiError
+from kumiai.lab.layout import SiteLayout
+from kumiai.lab.runner import tool
+
+
+def supervisorctl(site: SiteLayout, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tool("supervisorctl")), "--configuration", str(site.supervisor_config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def parse_status(output: str) -> dict[str, str]:
+    """`supervisorctl status` lines ("name   RUNNING   pid 1, uptime 0:01:02") -> {name: state}."""
+    states = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isupper():
+            states[parts[0]] = parts[1]
+    return states
+
+
+def is_running(site: SiteLayout) -> bool:
+    if not site.supervisor_config.exists():
+        return False
+    return supervisorctl(site, "pid", timeout=10).stdout.strip().isdigit()
+
+
+def program_states(site: SiteLayout) -> dict[str, str]:
+    if not is_running(site):
+        return {}
+    return parse_status(supervisorctl(site, "status").stdout)
+
+
+def _pid(site: SiteLayout) -> int | None:
+    pidfile = site.supervisor_dir / "supervisord.pid"
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def shutdown(site: SiteLayout, timeout: float = 120) -> bool:
+    """Stop every program of the site (Patroni stops its PostgreSQL) and supervisord; False if it was not up."""
+    if not is_running(site):
+        return False
+    pid = _pid(site)
+    supervisorctl(site, "shutdown", timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while pid is not None and Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            raise KumiaiError(f"supervisord of {site.id} (pid {pid}) did not stop within {timeout:.0f} s")
+        time.sleep(0.2)
+    return True

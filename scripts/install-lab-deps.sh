@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Debian packages the lab runs on: PostgreSQL 15, pgBackRest and etcd. Installs only what is missing; a second
+# run does nothing. (On Debian 12 postgresql-contrib-15 is a virtual package provided by postgresql-15.)
+# Debian's apt starts no services where there is no systemd; where there is, the default 15/main cluster and
+# etcd listen on 127.0.0.1, which the lab (127.0.1.0/24, 127.0.2.0/24) never uses.
+set -euo pipefail
+
+packages=(postgresql-15 pgbackrest etcd-server etcd-client)
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+echo "Installing missing Debian packages: ${missing[*]}"
+sudo=()
+if ((EUID != 0)); then
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
