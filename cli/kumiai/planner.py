@@ -27,7 +27,9 @@ from kumiai.rendercache import RenderCache, stack_key
 from kumiai_stacks import rules
 from kumiai_stacks.spec import platform_spec, tenant_spec
 
-BATCH = 40  # towns per program run: large enough to amortise a run, small enough to keep memory flat
+# Towns per program run. A run costs little to start, and the mocked runtime gets slower per resource as a run
+# grows (measured: 1.9 ms per resource at 1-5 towns, 2.4 ms at 40), so runs stay small.
+BATCH = 5
 
 
 @dataclass
@@ -194,7 +196,8 @@ def make_plan(
     batches = _batches(todo, batch)
     workers = workers or os.cpu_count() or 1
     manifests_root = str(manifests_dir) if manifests_dir else None
-    if workers <= 1 or len(batches) <= 1:
+    # Starting workers costs each of them a Pulumi import (about 0.6 s): only worth it for more than a few batches.
+    if workers <= 1 or len(batches) <= 2 * workers:
         for b in batches:
             for s in render_and_store(b, str(cache_dir), manifests_root, validate):
                 summaries[(s.site, s.town)] = s
