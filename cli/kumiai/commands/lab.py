@@ -113,7 +113,7 @@ def lab_status(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Each site's supervisor and the processes it runs."""
     inv = ctx.obj.inventory()
     layout = _layout(inv)
-    sites = [
+    sites: list[dict[str, Any]] = [
         {
             "site": s.id,
             "role": s.role,
@@ -122,22 +122,24 @@ def lab_status(ctx: typer.Context, json_: JsonOpt = False) -> None:
         }
         for s in layout.sites
     ]
-    data = {"lab_dir": str(layout.dir), "sites": sites, "towns": {t: town.slot for t, town in layout.towns.items()}}
+    towns = {t: town.slot for t, town in layout.towns.items()}
     if json_:
-        emit_json(data)
+        emit_json({"lab_dir": str(layout.dir), "sites": sites, "towns": towns})
         return
     out.print(f"lab directory: {layout.dir}")
-    for s in sites:
-        out.print(f"{s['site']} ({s['role']}): supervisord {s['supervisor']}")
-        for name, state in sorted(s["programs"].items()):
+    for site in sites:
+        out.print(f"{site['site']} ({site['role']}): supervisord {site['supervisor']}")
+        for name, state in sorted(site["programs"].items()):
             out.print(f"  {name:40} {state}")
-    out.print(f"onboarded towns: {', '.join(data['towns']) or 'none'}")
+    out.print(f"onboarded towns: {', '.join(towns) or 'none'}")
 
 
 @lab_app.command("down")
 def lab_down(
     ctx: typer.Context,
-    purge: Annotated[bool, typer.Option("--purge", help="Also delete all lab state: data, backups, credentials.")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete all lab state: data, backups, credentials.")
+    ] = False,
 ) -> None:
     """Stop both sites (every process of the lab); --purge also deletes the lab directory."""
     inv = ctx.obj.inventory()
@@ -179,7 +181,9 @@ def _print_plan(inv: Inventory, lab_dir: Path, town_id: str) -> None:
     for site, kind in ((primary, "cluster, synchronous mode"), (dr, "standby cluster streaming from " + primary.id)):
         addrs = ", ".join(str(member_address(site.db_network, slot, i)) for i in range(1, MEMBERS_PER_SITE + 1))
         out.print(f"  - {site.id}: {MEMBERS_PER_SITE}-member Patroni {kind} on {addrs} (port {PG_PORT})")
-    out.print(f"  - pgBackRest stanza {town_id}: repo1 at {primary.id}, repo2 at {dr.id}, aes-256-cbc; full backup in each")
+    out.print(
+        f"  - pgBackRest stanza {town_id}: repo1 at {primary.id}, repo2 at {dr.id}, aes-256-cbc; full backup in each"
+    )
     out.print("  - run playbooks/onboard_town.yml for both sites, then check DR streaming and both backups")
 
 

@@ -31,8 +31,8 @@ from kumiai.lab.layout import (
     REPLICATION_USER,
     REST_PORT,
     LabLayout,
-    group_name,
     build_layout,
+    group_name,
 )
 from kumiai.lab.slots import read_slots
 

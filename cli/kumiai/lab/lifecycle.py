@@ -149,5 +149,3 @@ def stop_sites(inv: Inventory, lab_dir: Path, op: Operation, *, purge: bool) -> 
             if lab_dir.exists():
                 shutil.rmtree(lab_dir)
     return stopped
-
-

@@ -1,0 +1,99 @@
+"""Lab addressing and the derived Ansible inventory: pure, derived from the models and the slots."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+
+from kumiai.errors import KumiaiError
+from kumiai.inventory import load_inventory
+from kumiai.lab.ansible_inventory import build_inventory
+from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots, member_address
+from kumiai.lab.slots import assign_slots, read_slots
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = ROOT / "inventories" / "lab"
+NET_A = ipaddress.IPv4Network("127.0.1.0/24")
+
+
+def test_member_addresses_follow_the_slot() -> None:
+    assert str(member_address(NET_A, 0, 1)) == "127.0.1.11"
+    assert str(member_address(NET_A, 0, 2)) == "127.0.1.12"
+    assert str(member_address(NET_A, 3, 1)) == "127.0.1.17"
+
+
+def test_every_address_of_a_network_is_distinct_and_inside_it() -> None:
+    seen = {member_address(NET_A, s, i) for s in range(max_slots(NET_A)) for i in (1, 2)}
+    assert len(seen) == 2 * max_slots(NET_A)
+    assert all(a in NET_A and a != NET_A.broadcast_address for a in seen)
+    assert NET_A.network_address + 1 not in seen  # etcd's address
+
+
+def test_a_slot_outside_the_network_is_refused() -> None:
+    with pytest.raises(KumiaiError):
+        member_address(ipaddress.IPv4Network("127.0.1.0/28"), 2, 1)
+
+
+def test_lowest_free_slot_fills_holes() -> None:
+    assert lowest_free_slot(set()) == 0
+    assert lowest_free_slot({0, 1, 3}) == 2
+
+
+def test_slots_are_stable_when_towns_are_added(tmp_path: Path) -> None:
+    first = assign_slots(tmp_path, ["nakai", "oi"])
+    later = assign_slots(tmp_path, ["kaisei", "nakai"])
+    assert later["nakai"] == first["nakai"] and later["oi"] == first["oi"]
+    assert later["kaisei"] not in (first["nakai"], first["oi"])
+    assert read_slots(tmp_path) == later
+
+
+def test_layout_keeps_existing_addresses_when_a_town_is_added(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    before = build_layout(tmp_path, inv, {"nakai": 0})
+    after = build_layout(tmp_path, inv, {"nakai": 0, "kiyokawa": 1})
+    assert before.towns["nakai"] == after.towns["nakai"]
+    addresses = [m.address for t in after.towns.values() for m in t.members]
+    assert len(addresses) == len(set(addresses)) == 8
+
+
+def test_each_member_has_its_own_directories_and_socket(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    layout = build_layout(tmp_path, inv, {"nakai": 0, "kiyokawa": 1})
+    members = [m for t in layout.towns.values() for m in t.members]
+    assert len({m.data_dir for m in members}) == len({m.socket_dir for m in members}) == len(members)
+    # PostgreSQL's socket path limit (107 bytes) with a realistic lab directory.
+    assert all(len(str(m.socket_dir / ".s.PGSQL.5432")) < 107 for m in members)
+
+
+def test_ansible_inventory_groups_and_vars(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    layout = build_layout(tmp_path, inv, {"nakai": 0})
+    data = build_inventory(inv, layout, bin_dir=Path("/venv/bin"), python=Path("/venv/bin/python"))
+    json.dumps(data)  # what ansible reads
+    assert sorted(data["sites"]["hosts"]) == ["site-a", "site-b"]
+    assert sorted(data["primary_members"]["hosts"]) == ["nakai-site-a-1", "nakai-site-a-2"]
+    assert sorted(data["dr_members"]["hosts"]) == ["nakai-site-b-1", "nakai-site-b-2"]
+    assert sorted(data["town_nakai"]["hosts"]) == sorted(data["members"]["hosts"])
+    hv = data["_meta"]["hostvars"]
+    assert hv["site-a"]["kumiai_etcd_address"] == "127.0.1.1"
+    assert hv["site-b"]["kumiai_etcd_address"] == "127.0.2.1"
+    standby = hv["nakai-site-b-1"]
+    assert standby["kumiai_cluster_mode"] == "standby"
+    assert standby["kumiai_primary_addresses"] == ["127.0.1.11", "127.0.1.12"]
+    assert standby["kumiai_etcd_hosts"] == ["127.0.2.1:2379"]
+    assert [r["path"] for r in standby["kumiai_repos"]] == [
+        str(tmp_path / "site-a/backup"),
+        str(tmp_path / "site-b/backup"),
+    ]
+    assert standby["kumiai_retention_full"] == inv.towns["nakai"].protection.retention_full
+    # Nothing secret is in the inventory: only the path of the town's vault.
+    assert not any("password" in k or "cipher" in k for h in hv.values() for k in h)
+
+
+def test_towns_without_a_slot_have_no_hosts(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    data = build_inventory(inv, build_layout(tmp_path, inv, {}), bin_dir=Path("/b"), python=Path("/b/python"))
+    assert data["members"]["hosts"] == []
