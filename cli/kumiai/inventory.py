@@ -265,8 +265,14 @@ def town_files(root: Path) -> list[Path]:
     return sorted(p for p in towns_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_inventory(root: Path | str) -> Inventory:
-    """Load and check an inventory. Raises InputError listing every problem found."""
+TownLoader = Callable[[Path, Consortium | None], tuple[Town | None, list[Problem]]]
+
+
+def load_inventory(root: Path | str, *, town_loader: TownLoader | None = None) -> Inventory:
+    """Load and check an inventory. Raises InputError listing every problem found.
+
+    `town_loader` replaces `load_town` for each town file (e.g. a cache of already validated files, see
+    kumiai.towncache); the checks across files stay here."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(
@@ -281,7 +287,7 @@ def load_inventory(root: Path | str) -> Inventory:
     code_owner: dict[str, str] = {}
     id_owner: dict[str, str] = {}
     for path in town_files(root):
-        town, town_problems = load_town(path, consortium)
+        town, town_problems = (town_loader or load_town)(path, consortium)
         problems.extend(town_problems)
         if town is None:
             continue

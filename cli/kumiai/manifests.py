@@ -1,11 +1,13 @@
 """Write rendered resources as Kubernetes manifests: <dir>/<site>/<town>/<namespace>.yaml.
 
 Each file holds one namespace's objects, the Namespace first, in the order they can be applied. A stamp file
-records the render key, so that an unchanged stack is not rewritten.
+records the render key, and an index at the root maps every stack to its key, so that an unchanged stack is
+not rewritten.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ import yaml
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 STAMP = ".render-key"
+INDEX = ".kumiai-manifests.json"
 KIND_ORDER = {"Namespace": 0, "ServiceAccount": 1, "ResourceQuota": 2, "LimitRange": 3, "Role": 4}
 TOP = ("apiVersion", "kind", "metadata")
 
@@ -46,25 +49,32 @@ def stack_dir(root: Path, site: str, town: str) -> Path:
     return root / site / town
 
 
-def write_stack(root: Path, site: str, town: str, key: str, resources: Iterable[dict[str, Any]]) -> bool:
-    """Write one stack's manifests unless they are already there for this key. True if written."""
+def write_stack(root: Path, site: str, town: str, key: str, resources: Iterable[dict[str, Any]]) -> None:
+    """(Re)write one stack's directory."""
     target = stack_dir(root, site, town)
-    stamp = target / STAMP
-    try:
-        if stamp.read_text(encoding="utf-8") == key:
-            return False
-    except OSError:
-        pass
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for name, objs in by_file(resources).items():
         text = yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
         (target / name).write_text(text, encoding="utf-8")
-    tmp = target / f"{STAMP}.tmp"
-    tmp.write_text(key, encoding="utf-8")
-    os.replace(tmp, stamp)
-    return True
+    (target / STAMP).write_text(key, encoding="utf-8")
+
+
+def read_index(root: Path) -> dict[str, str]:
+    """ "<site>/<town>" -> render key of the manifests written there (one file, not one stamp per directory)."""
+    try:
+        data = json.loads((root / INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_index(root: Path, index: dict[str, str]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{INDEX}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(index, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, root / INDEX)
 
 
 def prune(root: Path, site: str, keep: set[str]) -> list[Path]:

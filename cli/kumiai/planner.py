@@ -23,7 +23,7 @@ from kumiai import manifests
 from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.inventory import Inventory
 from kumiai.render import PLATFORM, Job, stack_id
-from kumiai.rendercache import RenderCache, stack_key
+from kumiai.rendercache import RenderCache, stack_keys
 from kumiai_stacks import rules
 from kumiai_stacks.spec import platform_spec, tenant_spec
 
@@ -170,7 +170,7 @@ def make_plan(
     t0 = time.perf_counter()
     cache = RenderCache(cache_dir)
     index = cache.read_index() if use_cache else {}
-    keyed = [(job, stack_key(job)) for job in jobs]
+    keyed = list(zip(jobs, stack_keys(list(jobs)), strict=True))
     summaries: dict[tuple[str, str], StackSummary] = {}
     todo: list[tuple[Job, str]] = []
     for job, key in keyed:
@@ -210,12 +210,21 @@ def make_plan(
     t2 = time.perf_counter()
 
     if manifests_dir is not None:
+        written = manifests.read_index(manifests_dir)
         for s in summaries.values():
-            if not s.rendered:
+            where = f"{s.site}/{s.town}"
+            if not s.rendered and (
+                written.get(where) != s.key or not manifests.stack_dir(manifests_dir, s.site, s.town).is_dir()
+            ):
                 manifests.write_stack(manifests_dir, s.site, s.town, s.key, cache.read(s.key))
+            written[where] = s.key
         if prune:
             for site in {s.site for s in summaries.values()}:
-                manifests.prune(manifests_dir, site, {s.town for s in summaries.values() if s.site == site})
+                for gone in manifests.prune(
+                    manifests_dir, site, {s.town for s in summaries.values() if s.site == site}
+                ):
+                    written.pop(f"{site}/{gone.name}", None)
+        manifests.write_index(manifests_dir, written)
     t3 = time.perf_counter()
     if validate:
         for s in summaries.values():

@@ -50,17 +50,34 @@ def code_version() -> str:
     return h.hexdigest()
 
 
+def stack_keys(jobs: list[Job]) -> list[str]:
+    """The render key of each job (each town and site is serialised once however many stacks use it)."""
+    memo: dict[int, str] = {}
+
+    def dump(model: Any) -> str:
+        if model is None:
+            return "null"
+        if id(model) not in memo:
+            memo[id(model)] = model.model_dump_json()
+        return memo[id(model)]
+
+    version = code_version()
+    keys = []
+    for job in jobs:
+        h = hashlib.sha256(version.encode())
+        for part in (
+            job.consortium,
+            dump(job.site),
+            dump(getattr(job, "town", None)),
+            dump(getattr(job, "db_site", None)),
+        ):
+            h.update(b"\0" + part.encode())
+        keys.append(h.hexdigest())
+    return keys
+
+
 def stack_key(job: Job) -> str:
-    town = getattr(job, "town", None)
-    db_site = getattr(job, "db_site", None)
-    body: dict[str, Any] = {
-        "consortium": job.consortium,
-        "site": job.site.model_dump(mode="json"),
-        "town": town.model_dump(mode="json") if town is not None else None,
-        "db_site": db_site.model_dump(mode="json") if db_site is not None else None,
-        "code": code_version(),
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return stack_keys([job])[0]
 
 
 class RenderCache:

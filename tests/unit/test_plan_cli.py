@@ -106,4 +106,4 @@ def test_one_town_one_site(tmp_path: Path, env: dict[str, str]) -> None:
     assert r.code == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["towns"] == ["nakai"] and data["sites"] == ["site-b"] and data["stacks"] == 1
-    assert [p.name for p in (tmp_path / "m").iterdir()] == ["site-b"]
+    assert [p.name for p in (tmp_path / "m").iterdir() if p.is_dir()] == ["site-b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,9 +12,11 @@ from rich.table import Table
 
 from kumiai import paths
 from kumiai.console import emit_json, err, out
+from kumiai.inventory import load_inventory
 from kumiai.planner import Plan, make_plan, plan_document, select_jobs
 from kumiai.render import PLATFORM
 from kumiai.rendercache import default_dir
+from kumiai.towncache import TownCache
 from kumiai.validate import CHECKOV_SKIPS
 
 
@@ -61,7 +64,13 @@ def plan(
 ) -> None:
     """Render every town's tenant stack at every site under Pulumi mocks, check the isolation rules, validate the
     manifests. Changes nothing. Exit 1 if a rule or a validation fails, 2 on bad input."""
-    inv = ctx.obj.inventory()
+    # Town files already validated in an earlier plan are not parsed again (see kumiai.towncache).
+    root: Path = ctx.obj.inventory_path
+    towns_cache = TownCache(
+        default_dir().parent / f"towns-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.pickle"
+    )
+    inv = load_inventory(root, town_loader=towns_cache)
+    towns_cache.save()
     jobs = select_jobs(inv, town or [], site or [])
     target = manifests_dir or paths.state_dir() / "plan" / inv.consortium.name / "manifests"
     result = make_plan(
