@@ -141,3 +141,26 @@ def test_secrets_are_masked() -> None:
     assert secret["inputs"]["stringData"] == render.SECRET
     assert secret["inputs"]["metadata"] == {"name": "s", "namespace": "x"}
     assert "hunter2" not in repr(recorded)
+
+
+@pytest.mark.parametrize(
+    ("project", "config", "namespaces"),
+    [
+        ("tenant", {"kumiai:town": "nakai", "kumiai:site": "site-b"}, {"nakai-mynumber", "nakai-lgwan"}),
+        ("platform", {"kumiai:site": "site-a"}, {"kumiai-system"}),
+    ],
+)
+def test_pulumi_projects_run_the_same_programs(project: str, config: dict[str, str], namespaces: set[str]) -> None:
+    """stacks/<project>/__main__.py as the engine would run it, with the stack config the Automation API sets."""
+    import runpy
+
+    import pulumi
+
+    pulumi.runtime.set_all_config({"kumiai:inventory": str(ROOT / "inventories" / "lab"), **config})
+    try:
+        recorded = render._run(
+            lambda: runpy.run_path(str(ROOT / "stacks" / project / "__main__.py")), "x", f"kumiai-{project}", "s"
+        )
+    finally:
+        pulumi.runtime.set_all_config({})
+    assert {r["inputs"]["metadata"]["name"] for r in recorded if r["inputs"].get("kind") == "Namespace"} == namespaces
