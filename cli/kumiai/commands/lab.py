@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -151,30 +150,34 @@ def lab_down(
 
 def onboard(
     ctx: typer.Context,
-    town_id: Annotated[str, typer.Argument(metavar="ID", help="Town id (towns/<id>.yaml).")],
+    town_ids: Annotated[
+        list[str], typer.Argument(metavar="ID...", help="Town id(s) (towns/<id>.yaml); several are onboarded together.")
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan; change nothing.")] = False,
 ) -> None:
     """Onboard a town at both sites: cluster, DR standby, backups; then print its endpoints."""
     inv = ctx.obj.inventory()
-    lifecycle.check_towns(inv, [town_id])
+    ids = list(dict.fromkeys(town_ids))
+    lifecycle.check_towns(inv, ids)
     lab_dir = paths.lab_dir()
     if dry_run:
-        _print_plan(inv, lab_dir, town_id)
+        lifecycle.check_capacity(inv, lab_dir, ids)
+        slots = read_slots(lab_dir)
+        for tid in ids:
+            slots.setdefault(tid, lowest_free_slot(set(slots.values())))
+            _print_plan(inv, tid, slots[tid])
         return
     t0 = time.perf_counter()
-    with Operation("onboard", target={"town": town_id}) as op:
-        statuses = lifecycle.onboard_towns(inv, lab_dir, [town_id], op)
+    with Operation("onboard", target={"towns": ids}) as op:
+        statuses = lifecycle.onboard_towns(inv, lab_dir, ids, op)
     layout = _layout(inv)
     _print_statuses(statuses)
     _print_endpoints(statuses, layout)
     changed = op.target.get("changed")
-    out.print(f"onboarded {town_id} in {time.perf_counter() - t0:.1f} s (playbook changed={changed})")
+    out.print(f"onboarded {', '.join(ids)} in {time.perf_counter() - t0:.1f} s (playbook changed={changed})")
 
 
-def _print_plan(inv: Inventory, lab_dir: Path, town_id: str) -> None:
-    lifecycle.check_capacity(inv, lab_dir, [town_id])
-    slots = read_slots(lab_dir)
-    slot = slots.get(town_id, lowest_free_slot(set(slots.values())))
+def _print_plan(inv: Inventory, town_id: str, slot: int) -> None:
     primary, dr = inv.placement(inv.town(town_id))
     out.print(f"dry run: onboarding {town_id} would (nothing is changed now):")
     out.print(f"  - generate its credentials and backup key into the vault (if none yet); slot {slot}")

@@ -1,0 +1,109 @@
+"""The integration tests start a whole lab themselves (both sites, the lab towns) and remove it at the end.
+
+Everything lives in one temporary directory below /var/tmp (the postgres and etcd users must be able to reach
+it), with its own inventory copy, lab directory and state directory (vault key, audit log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".venv" / "bin"
+LAB_UP_TIMEOUT_S = 600
+ONBOARD_TIMEOUT_S = 300
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Lab:
+    base: Path
+    inventory: Path
+    lab_dir: Path
+    state_dir: Path
+    env: dict[str, str]
+
+    def kumiai(self, *args: str, timeout: float = ONBOARD_TIMEOUT_S, inventory: Path | None = None) -> Run:
+        env = {**self.env, "KUMIAI_INVENTORY": str(inventory or self.inventory)}
+        proc = subprocess.run(
+            [str(BIN / "kumiai"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def status(self) -> dict[str, Any]:
+        run = self.kumiai("status", "--json", timeout=60)
+        assert run.code == 0, run.stderr
+        return {t["town"]: t for t in json.loads(run.stdout)["towns"]}
+
+    def lab_status(self) -> dict[str, Any]:
+        run = self.kumiai("lab", "status", "--json", timeout=60)
+        assert run.code == 0, run.stderr
+        return json.loads(run.stdout)
+
+    @property
+    def vault_key(self) -> Path:
+        return self.state_dir / "vault.key"
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    if _answers("127.0.1.1", 2379) or _answers("127.0.2.1", 2379):
+        pytest.fail("another lab is running on 127.0.1.1/127.0.2.1: stop it first (kumiai lab down)")
+    base = Path(tempfile.mkdtemp(prefix="kumiai-it-", dir="/var/tmp"))
+    base.chmod(0o755)
+    inventory = base / "inventory"
+    shutil.copytree(ROOT / "inventories" / "lab", inventory)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUMIAI_")}
+    env.update(
+        {
+            "KUMIAI_LAB_DIR": str(base / "lab"),
+            "KUMIAI_STATE_DIR": str(base / "state"),
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+    )
+    lab = Lab(base=base, inventory=inventory, lab_dir=base / "lab", state_dir=base / "state", env=env)
+    try:
+        up = lab.kumiai("lab", "up", timeout=LAB_UP_TIMEOUT_S)
+        assert up.code == 0, f"kumiai lab up failed:\n{up.stdout}\n{up.stderr}"
+        yield lab
+    finally:
+        lab.kumiai("lab", "down", "--purge", timeout=300)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_playbook(lab: Lab, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook as an operator would run it, with the project's derived inventory."""
+    env = {
+        **lab.env,
+        "KUMIAI_INVENTORY": str(lab.inventory),
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(lab.vault_key),
+    }
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(BIN / "kumiai-ansible-inventory"), f"playbooks/{playbook}", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,213 @@
+"""Given a lab built from nothing by `kumiai lab up`, against the real etcd, Patroni, PostgreSQL, pgBackRest."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from conftest import BIN, ROOT, Lab, run_playbook
+
+from kumiai.lab.runner import parse_recap
+from kumiai.lab.secrets import load_town_secrets
+
+pytestmark = pytest.mark.integration
+
+LAB_TOWNS = ["kiyokawa", "manazuru", "nakai"]
+
+
+def assert_healthy(town: dict) -> None:
+    """Primary-site leader with a synchronous replica, DR standby streaming, a full backup in each repo."""
+    primary, dr = town["primary"], town["dr"]
+    roles = sorted(m["role"] for m in primary["members"])
+    assert roles == ["leader", "sync_standby"], primary
+    assert all(m["state"] in ("running", "streaming") for m in primary["members"]), primary
+    dr_roles = {m["role"]: m["state"] for m in dr["members"]}
+    assert dr_roles == {"standby_leader": "streaming", "replica": "streaming"}, dr
+    assert town["dr_lag"] is not None and town["dr_lag"]["bytes"] >= 0
+    for repo in ("repo1", "repo2"):
+        assert town["backups"][repo] is not None and town["backups"][repo]["type"] == "full", town["backups"]
+    assert town["healthy"]
+
+
+def pgbackrest_info(lab: Lab, town: str) -> dict:
+    member = next((lab.lab_dir / "site-a" / "towns" / town).glob("member*"))
+    cmd = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "/usr/bin/pgbackrest"]
+    cmd += [f"--config={member / 'pgbackrest.conf'}", f"--stanza={town}", "--output=json", "info"]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)[0]
+
+
+def leader_address(town: dict, site: str = "primary") -> str:
+    cluster = town[site]
+    return next(m["host"] for m in cluster["members"] if m["name"] == cluster["leader"])
+
+
+def test_every_lab_town_is_onboarded_from_nothing(lab: Lab) -> None:
+    status = lab.status()
+    assert sorted(status) == LAB_TOWNS
+    for town in status.values():
+        assert_healthy(town)
+
+
+def test_backups_are_encrypted_in_both_repos_and_wal_reaches_both(lab: Lab) -> None:
+    for town in LAB_TOWNS:
+        info = pgbackrest_info(lab, town)
+        assert info["status"]["code"] == 0, info["status"]
+        assert [(r["key"], r["cipher"], r["status"]["code"]) for r in info["repo"]] == [
+            (1, "aes-256-cbc", 0),
+            (2, "aes-256-cbc", 0),
+        ]
+        archived = {a["database"]["repo-key"] for a in info["archive"] if a.get("max")}
+        assert archived == {1, 2}
+        repos_with_full = {b["database"]["repo-key"] for b in info["backup"] if b["type"] == "full"}
+        assert repos_with_full == {1, 2}
+
+
+def test_running_the_playbook_again_changes_nothing(lab: Lab) -> None:
+    again = run_playbook(lab, "onboard_town.yml")
+    assert again.returncode == 0, again.stdout[-3000:]
+    recap = parse_recap(again.stdout)
+    assert len(recap) == 4 * len(LAB_TOWNS)
+    assert sum(h.changed for h in recap.values()) == 0, again.stdout[-3000:]
+    site = run_playbook(lab, "site.yml")
+    assert site.returncode == 0 and sum(h.changed for h in parse_recap(site.stdout).values()) == 0
+    check = run_playbook(lab, "onboard_town.yml", "--check")
+    assert check.returncode == 0 and sum(h.changed for h in parse_recap(check.stdout).values()) == 0
+
+
+def test_no_secret_reaches_playbook_logs(lab: Lab) -> None:
+    logs = "".join(p.read_text() for p in (lab.lab_dir / "logs").glob("*.log"))
+    for town in LAB_TOWNS:
+        s = load_town_secrets(lab.lab_dir / "secrets" / f"{town}.vault.yml", lab.vault_key)
+        for value in (s.superuser_password, s.replication_password, s.app_password, s.backup_cipher_pass):
+            assert value not in logs
+
+
+def _connects(host: str, user: str, password: str, dbname: str, replication: bool = False) -> bool:
+    extra = {"replication": "true"} if replication else {}
+    try:
+        conn = psycopg2.connect(
+            host=host, port=5432, user=user, password=password, dbname=dbname, connect_timeout=5, **extra
+        )
+    except psycopg2.OperationalError:
+        return False
+    conn.close()
+    return True
+
+
+def test_a_towns_credentials_work_only_for_its_own_cluster(lab: Lab) -> None:
+    status = lab.status()
+    secrets = {t: load_town_secrets(lab.lab_dir / "secrets" / f"{t}.vault.yml", lab.vault_key) for t in LAB_TOWNS}
+    successes, attempts = 0, 0
+    for x, y in itertools.permutations(LAB_TOWNS, 2):
+        host = leader_address(status[y])
+        s = secrets[x]
+        tries = [
+            (f"{x}_app", s.app_password, x, False),
+            (f"{x}_app", s.app_password, y, False),
+            ("postgres", s.superuser_password, "postgres", False),
+            ("postgres", s.superuser_password, y, False),
+            ("replicator", s.replication_password, "postgres", True),
+        ]
+        for user, password, db, repl in tries:
+            attempts += 1
+            successes += _connects(host, user, password, db, repl)
+    assert attempts == 30 and successes == 0
+    # The same credentials do work where they belong.
+    for t in LAB_TOWNS:
+        assert _connects(leader_address(status[t]), f"{t}_app", secrets[t].app_password, t)
+
+
+def test_psql_uses_the_town_credentials_without_echoing_them(lab: Lab) -> None:
+    run = lab.kumiai(
+        "psql", "nakai", "--", "-Atc", "create table t (v int); insert into t values (42); select current_user"
+    )
+    assert run.code == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "nakai_app"
+    s = load_town_secrets(lab.lab_dir / "secrets" / "nakai.vault.yml", lab.vault_key)
+    assert s.app_password not in run.stdout + run.stderr
+    deadline = time.monotonic() + 30
+    while True:  # the write reaches the DR site through the standby cluster
+        dr = lab.kumiai("psql", "nakai", "--site", "site-b", "--", "-Atc", "select v from t")
+        if (dr.code == 0 and dr.stdout.strip() == "42") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert dr.stdout.strip() == "42", dr.stderr
+
+
+def test_unknown_or_invalid_town_exits_2_and_starts_nothing(lab: Lab, tmp_path: Path) -> None:
+    before = lab.lab_status()
+    slots_before = (lab.lab_dir / "slots.json").read_text()
+    unknown = lab.kumiai("onboard", "no-such-town")
+    assert unknown.code == 2, unknown.stderr
+    broken_inv = tmp_path / "inv"
+    shutil.copytree(lab.inventory, broken_inv)
+    (broken_inv / "towns" / "matsuda.yaml").write_text(
+        (lab.inventory / "towns" / "nakai.yaml").read_text().replace("nakai", "matsuda").replace("143618", "143635")
+    )
+    invalid = lab.kumiai("onboard", "matsuda", inventory=broken_inv)
+    assert invalid.code == 2 and "check digit" in invalid.stderr, invalid.stderr
+    assert "Traceback" not in unknown.stderr + invalid.stderr
+    assert lab.lab_status() == before
+    assert (lab.lab_dir / "slots.json").read_text() == slots_before
+    assert not (lab.lab_dir / "secrets" / "matsuda.vault.yml").exists()
+
+
+def test_a_new_town_from_town_new_onboards_the_same_way(lab: Lab) -> None:
+    slots_before = json.loads((lab.lab_dir / "slots.json").read_text())
+    addresses_before = {
+        t: sorted(m["host"] for s in ("primary", "dr") for m in v[s]["members"]) for t, v in lab.status().items()
+    }
+    new = lab.kumiai("town", "new", "yamakita", "--name", "山北町", "--code", "143642", "--population", "9200")
+    assert new.code == 0, new.stderr
+    t0 = time.monotonic()
+    onboard = lab.kumiai("onboard", "yamakita")
+    assert onboard.code == 0, onboard.stdout + onboard.stderr
+    print(f"kumiai onboard yamakita: {time.monotonic() - t0:.1f} s")
+    assert "yamakita @ site-a" in onboard.stdout
+    status = lab.status()
+    assert_healthy(status["yamakita"])
+    slots_after = json.loads((lab.lab_dir / "slots.json").read_text())
+    assert {t: slots_after[t] for t in slots_before} == slots_before
+    addresses_after = {
+        t: sorted(m["host"] for s in ("primary", "dr") for m in status[t][s]["members"]) for t in addresses_before
+    }
+    assert addresses_after == addresses_before
+
+
+def test_onboarding_killed_at_any_point_converges_when_run_again(lab: Lab) -> None:
+    new = lab.kumiai("town", "new", "oi", "--name", "大井町", "--code", "143626", "--population", "17300")
+    assert new.code == 0, new.stderr
+    seed = int(os.environ.get("KUMIAI_TEST_SEED", time.time()))
+    rng = random.Random(seed)
+    # An early and a later point: during credentials/playbook start, and during bootstrap, cloning or backups.
+    points = [rng.uniform(1.0, 6.0), rng.uniform(6.0, 25.0)]
+    print(f"seed {seed}: killing onboarding after {points[0]:.1f} s, then after {points[1]:.1f} s")
+    env = {**lab.env, "KUMIAI_INVENTORY": str(lab.inventory)}
+    for delay in points:
+        proc = subprocess.Popen(
+            [str(BIN / "kumiai"), "onboard", "oi"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    again = lab.kumiai("onboard", "oi")
+    assert again.code == 0, again.stdout + again.stderr
+    status = lab.status()
+    assert_healthy(status["oi"])
+    for town in LAB_TOWNS:
+        assert_healthy(status[town])
