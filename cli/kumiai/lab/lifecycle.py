@@ -17,7 +17,7 @@ from kumiai.lab.runner import PlaybookResult, run_playbook
 from kumiai.lab.secrets import ensure_town_secrets, load_town_secrets
 from kumiai.lab.slots import assign_slots, read_slots
 from kumiai.lab.status import TownStatus, gather_town_status
-from kumiai.lab.supervisor import shutdown
+from kumiai.lab.supervisor import shutdown, stop_programs
 from kumiai.ops import Operation
 
 Say = Callable[[str], None]
@@ -139,9 +139,10 @@ def onboard_towns(inv: Inventory, lab_dir: Path, town_ids: list[str], op: Operat
 def stop_sites(inv: Inventory, lab_dir: Path, op: Operation, *, purge: bool) -> list[str]:
     layout = build_layout(lab_dir, inv, read_slots(lab_dir))
     stopped = []
-    # The DR site first: its standbys would otherwise spend the shutdown retrying the primary site.
-    for site in sorted(layout.sites, key=lambda s: s.role != "dr"):
-        with op.step(f"{site.id}: stop supervisord"):
+    with op.step("stop every town's members at both sites"):
+        stop_programs(list(layout.sites), "patroni-")
+    for site in layout.sites:
+        with op.step(f"{site.id}: stop etcd and supervisord"):
             if shutdown(site):
                 stopped.append(site.id)
     if purge:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import time
+import xmlrpc.client
 from pathlib import Path
+
+from supervisor.xmlrpc import SupervisorTransport
 
 from kumiai.errors import KumiaiError
 from kumiai.lab.layout import SiteLayout
@@ -51,8 +54,39 @@ def _pid(site: SiteLayout) -> int | None:
         return None
 
 
+def _rpc(site: SiteLayout) -> xmlrpc.client.ServerProxy:
+    socket = site.supervisor_dir / "supervisord.sock"
+    return xmlrpc.client.ServerProxy("http://localhost", transport=SupervisorTransport(None, None, f"unix://{socket}"))
+
+
+ACTIVE = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
+
+
+def stop_programs(sites: list[SiteLayout], prefix: str, timeout: float = 120) -> None:
+    """Stop the matching programs of all these sites at once and wait until they are down.
+
+    supervisord's own shutdown stops programs one after the other: a Patroni replica then sees its leader go,
+    takes over and is stopped in the middle of that. Stopping every member of a cluster together avoids it.
+    """
+    running = [s for s in sites if is_running(s)]
+    for site in running:
+        proxy = _rpc(site)
+        for info in proxy.supervisor.getAllProcessInfo():
+            if info["name"].startswith(prefix) and info["statename"] in ACTIVE:
+                proxy.supervisor.stopProcess(f"{info['group']}:{info['name']}", False)
+    deadline = time.monotonic() + timeout
+    for site in running:
+        proxy = _rpc(site)
+        while any(
+            i["name"].startswith(prefix) and i["statename"] in ACTIVE for i in proxy.supervisor.getAllProcessInfo()
+        ):
+            if time.monotonic() > deadline:
+                raise KumiaiError(f"programs {prefix}* of {site.id} did not stop within {timeout:.0f} s")
+            time.sleep(0.2)
+
+
 def shutdown(site: SiteLayout, timeout: float = 120) -> bool:
-    """Stop every program of the site (Patroni stops its PostgreSQL) and supervisord; False if it was not up."""
+    """Stop every remaining program of the site and supervisord itself; False if it was not up."""
     if not is_running(site):
         return False
     pid = _pid(site)
