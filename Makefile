@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lab-deps demo test lint typecheck unit integration bench clean
+.PHONY: setup lab-deps demo test lint typecheck unit integration docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(PYTHON) || { echo "need Debian's python3 (apt-get install python3 python3-venv)"; exit 1; }
+	@test -x $(PYTHON) || { echo "need Debian's python3 and python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
@@ -17,13 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-demo: setup
-	$(BIN)/kumiai town validate
-	$(BIN)/kumiai town list
+# PostgreSQL 15, pgBackRest and etcd from Debian; installs only what is missing.
+lab-deps:
+	scripts/install-lab-deps.sh
+
+# The main job on the embedded lab: both sites, the lab towns onboarded, synthetic data, status.
+demo: setup lab-deps
+	scripts/demo.sh
 
 lint: setup
-	$(BIN)/ruff check cli stacks tests bench
-	$(BIN)/ruff format --check cli stacks tests bench
+	$(BIN)/ruff check cli stacks tests bench scripts
+	$(BIN)/ruff format --check cli stacks tests bench scripts
+	$(BIN)/yamllint -s .
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q
 
 typecheck: setup
 	$(BIN)/mypy
@@ -31,11 +37,19 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -m "not integration" -q
 
-test: lint typecheck
+integration: setup lab-deps
+	$(BIN)/pytest -m integration -q
+
+# Lint, type check, then every test: the fast unit tier and the integration tier against real services.
+test: lint typecheck lab-deps
 	$(BIN)/pytest -q
 
-bench: setup
+docs: setup
+	$(BIN)/python scripts/gen_cli_reference.py
+
+bench: setup lab-deps
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/onboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -25,8 +25,13 @@ def command_paths(group: click.Command, prefix: tuple[str, ...] = ()) -> list[tu
 def render() -> str:
     runner = CliRunner()
     env = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb", "_TYPER_FORCE_DISABLE_TERMINAL": "1"}
-    parts = ["# kumiai command reference", "", "Generated from `kumiai --help` by `scripts/gen_cli_reference.py`;",
-             "a unit test fails when it is stale.", ""]
+    parts = [
+        "# kumiai command reference",
+        "",
+        "Generated from `kumiai --help` by `scripts/gen_cli_reference.py`;",
+        "a unit test fails when it is stale.",
+        "",
+    ]
     for path in command_paths(typer.main.get_command(app)):
         result = runner.invoke(app, [*path, "--help"], env=env, prog_name="kumiai")
         text = "\n".join(line.rstrip() for line in result.output.strip().splitlines())
