@@ -97,3 +97,12 @@ def test_towns_without_a_slot_have_no_hosts(tmp_path: Path) -> None:
     inv = load_inventory(LAB)
     data = build_inventory(inv, build_layout(tmp_path, inv, {}), bin_dir=Path("/b"), python=Path("/b/python"))
     assert data["members"]["hosts"] == []
+
+
+def test_a_lab_directory_the_postgres_user_cannot_reach_is_refused(tmp_path: Path) -> None:
+    from kumiai.lab.lifecycle import check_lab_dir
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(KumiaiError, match="cannot enter"):
+        check_lab_dir(closed / "lab")
