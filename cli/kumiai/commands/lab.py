@@ -143,9 +143,11 @@ def lab_down(
     """Stop both sites (every process of the lab); --purge also deletes the lab directory."""
     inv = ctx.obj.inventory()
     lab_dir = paths.lab_dir()
+    existed = lab_dir.exists()
     with Operation("lab down", target={"lab_dir": str(lab_dir), "purge": purge}) as op:
         stopped = lifecycle.stop_sites(inv, lab_dir, op, purge=purge)
-    out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; lab directory deleted" if purge else ""))
+    purged = f"; {lab_dir} deleted" if purge and existed else ""
+    out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}{purged}")
 
 
 def onboard(

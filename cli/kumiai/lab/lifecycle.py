@@ -145,8 +145,7 @@ def stop_sites(inv: Inventory, lab_dir: Path, op: Operation, *, purge: bool) -> 
         with op.step(f"{site.id}: stop etcd and supervisord"):
             if shutdown(site):
                 stopped.append(site.id)
-    if purge:
+    if purge and lab_dir.exists():
         with op.step("purge the lab directory"):
-            if lab_dir.exists():
-                shutil.rmtree(lab_dir)
+            shutil.rmtree(lab_dir)
     return stopped
