@@ -17,7 +17,7 @@ from kumiai.lab.runner import PlaybookResult, run_playbook
 from kumiai.lab.secrets import ensure_town_secrets, load_town_secrets
 from kumiai.lab.slots import assign_slots, read_slots
 from kumiai.lab.status import TownStatus, gather_town_status
-from kumiai.lab.supervisor import shutdown, stop_programs
+from kumiai.lab.supervisor import is_running, shutdown, stop_programs
 from kumiai.ops import Operation
 
 Say = Callable[[str], None]
@@ -98,8 +98,20 @@ def wait_healthy(layout: LabLayout, town_ids: list[str], timeout: float = HEALTH
         time.sleep(0.5)
 
 
+def check_addresses_free(layout: LabLayout) -> None:
+    """Only one lab per machine: its addresses are fixed by the inventory."""
+    answering = {s.id for s in layout.sites} - set(sites_up(layout))
+    foreign = [s.id for s in layout.sites if s.id in answering and not is_running(s)]
+    if foreign:
+        raise KumiaiError(
+            f"etcd of {', '.join(foreign)} already answers at its lab address, but not from {layout.dir}: another "
+            "lab is running on this machine; stop it (kumiai lab down with its KUMIAI_LAB_DIR) first"
+        )
+
+
 def start_sites(inv: Inventory, lab_dir: Path, op: Operation) -> PlaybookResult:
     check_lab_dir(lab_dir)
+    check_addresses_free(build_layout(lab_dir, inv, read_slots(lab_dir)))
     lab_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.chmod(0o755)
     with op.step("both sites: site.yml") as step:
