@@ -39,7 +39,11 @@ def stack_id(job: Job) -> tuple[str, str]:
 
 
 def mask(value: Any) -> Any:
-    """Inputs with every secret replaced by "[secret]" (as the mock monitor hands them over)."""
+    """Inputs with every secret replaced by "[secret]", as plain Kubernetes data.
+
+    The mock monitor hands inputs over through protobuf's Struct, where every number is a float: whole numbers
+    become ints again, so a port is written as 5432, not 5432.0.
+    """
     from pulumi.runtime import rpc
 
     def walk(v: Any) -> Any:
@@ -49,6 +53,8 @@ def mask(value: Any) -> Any:
             return {k: walk(v[k]) for k in sorted(v)}
         if isinstance(v, list):
             return [walk(x) for x in v]
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
         return v
 
     return walk(value)

@@ -164,3 +164,17 @@ def test_pulumi_projects_run_the_same_programs(project: str, config: dict[str, s
     finally:
         pulumi.runtime.set_all_config({})
     assert {r["inputs"]["metadata"]["name"] for r in recorded if r["inputs"].get("kind") == "Namespace"} == namespaces
+
+
+def test_numbers_come_out_as_kubernetes_writes_them(rendered: dict[tuple[str, str], Any]) -> None:
+    # The mock monitor passes numbers as floats; a manifest must say port 5432, not 5432.0.
+    def numbers(value: Any) -> list[Any]:
+        if isinstance(value, dict):
+            return [n for v in value.values() for n in numbers(v)]
+        if isinstance(value, list):
+            return [n for v in value for n in numbers(v)]
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+    found = [n for rs in rendered.values() for r in rs for n in numbers(r["inputs"])]
+    assert 5432 in found and 53 in found
+    assert not [n for n in found if isinstance(n, float)]
