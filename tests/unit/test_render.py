@@ -178,3 +178,24 @@ def test_numbers_come_out_as_kubernetes_writes_them(rendered: dict[tuple[str, st
     found = [n for rs in rendered.values() for r in rs for n in numbers(r["inputs"])]
     assert 5432 in found and 53 in found
     assert not [n for n in found if isinstance(n, float)]
+
+
+def test_outstanding_outputs_behave_as_the_runtime_deque() -> None:
+    from collections import deque
+
+    ops: list[tuple[str, Any]] = [("append", "a"), ("append", "b"), ("append", "a"), ("remove", "a"), ("remove", "a")]
+    ops += [("append", "c"), ("popleft", None), ("append", "e"), ("popleft", None), ("clear", None), ("append", "d")]
+    stock: deque[str] = deque()
+    fast = render._Outstanding()
+    for op, arg in ops:
+        args = () if arg is None else (arg,)
+        got = getattr(fast, op)(*args)
+        want = getattr(stock, op)(*args)
+        assert got == want, op
+        assert len(fast) == len(stock)
+    for container in (fast, deque[str]()):
+        container.clear()
+        with pytest.raises(IndexError):
+            container.popleft()
+        with pytest.raises(ValueError):
+            container.remove("x")
