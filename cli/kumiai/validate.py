@@ -6,7 +6,9 @@ render. checkov runs once per plan over the directories of the stacks rendered i
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,20 +25,59 @@ CHECKOV_SKIPS: dict[str, str] = {}
 
 
 def schema_errors(objects: Iterable[dict[str, Any]], version: str = K8S_VERSION) -> list[str]:
-    """kubernetes-validate --strict against Kubernetes `version`: one message per invalid object."""
+    """kubernetes-validate --strict against Kubernetes `version`: one message per invalid object.
+
+    The same schemas, validator and error as `kubernetes_validate.validate(obj, version, strict=True)`, but each
+    validator is built once per process: the library re-reads the schema and the shared definitions (several MB
+    of JSON) and builds a fresh reference registry for every object, ≈ 11 ms each; reused, an object takes well
+    under a millisecond (`tests/unit/test_render.py` compares the messages with the library's own).
+    """
+    import jsonschema
     import kubernetes_validate as kv
 
     errors: list[str] = []
     for obj in objects:
         name = f"{obj.get('kind')} {obj.get('metadata', {}).get('namespace', '')}/{obj.get('metadata', {}).get('name')}"
         try:
-            kv.validate(obj, version, strict=True)
-        except kv.ValidationError as exc:
+            _validator(str(obj.get("apiVersion")), str(obj.get("kind")), version).validate(obj)
+        except jsonschema.ValidationError as exc:
             where = ".".join(str(p) for p in exc.path) or "(object)"
             errors.append(f"{name}: {where}: {exc.message}")
         except (kv.SchemaNotFoundError, kv.InvalidSchemaError) as exc:
             errors.append(f"{name}: {exc}")
     return errors
+
+
+@functools.cache
+def _definitions(schema_dir: str, version: str) -> Any:
+    from kubernetes_validate import utils
+
+    return utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", version)
+
+
+@functools.cache
+def _validator(api_version: str, kind: str, version: str) -> Any:
+    """What kubernetes_validate.validate(strict=True) builds for one kind, kept (raises as it does)."""
+    import jsonschema
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
+
+    if utils.major_minor(version) > utils.latest_version():
+        raise utils.VersionNotSupportedError(version=utils.major_minor(version))
+    schema_version = [v for v in utils.all_versions() if utils.major_minor(v) <= utils.major_minor(version)][-1]
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    schema_dir = f"v{schema_version}-local-strict"
+    try:
+        schema = utils.schema_contents(
+            f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{group_version}.json", version
+        )
+    except FileNotFoundError:
+        raise utils.SchemaNotFoundError(
+            version=utils.major_minor(version), kind=kind, api_version=api_version
+        ) from None
+    registry = Resource.from_contents(schema) @ Registry()
+    registry = Resource.from_contents(_definitions(schema_dir, version)) @ registry
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
 
 
 def checkov_command() -> list[str]:

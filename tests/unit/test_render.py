@@ -199,3 +199,34 @@ def test_outstanding_outputs_behave_as_the_runtime_deque() -> None:
             container.popleft()
         with pytest.raises(ValueError):
             container.remove("x")
+
+
+def test_schema_errors_are_kubernetes_validates_own(rendered: dict[tuple[str, str], Any]) -> None:
+    import copy
+
+    import kubernetes_validate as kv
+
+    from kumiai import manifests
+    from kumiai.validate import K8S_VERSION, schema_errors
+
+    objs = [manifests.manifest(r["inputs"]) for r in rendered[("primary-dc", "hayama")] if "kind" in r["inputs"]]
+    broken = copy.deepcopy(objs)
+    broken[0]["metadata"]["labels"] = {"x": 1}
+    broken[1]["spec"] = {"unknownField": True}
+    broken[2]["kind"] = "NoSuchKind"
+    broken[3]["metadata"]["name"] = 5
+
+    def library(obj: dict[str, Any]) -> str | None:
+        name = f"{obj.get('kind')} {obj.get('metadata', {}).get('namespace', '')}/{obj.get('metadata', {}).get('name')}"
+        try:
+            kv.validate(obj, K8S_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            return f"{name}: {'.'.join(str(p) for p in exc.path) or '(object)'}: {exc.message}"
+        except (kv.SchemaNotFoundError, kv.InvalidSchemaError) as exc:
+            return f"{name}: {exc}"
+        return None
+
+    assert schema_errors(objs) == []
+    expected = [m for m in map(library, broken) if m is not None]
+    assert len(expected) == 4
+    assert schema_errors(broken) == expected
