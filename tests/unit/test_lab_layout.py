@@ -106,3 +106,19 @@ def test_a_lab_directory_the_postgres_user_cannot_reach_is_refused(tmp_path: Pat
     closed.mkdir(mode=0o700)
     with pytest.raises(KumiaiError, match="cannot enter"):
         check_lab_dir(closed / "lab")
+
+
+def test_onboarding_input_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    from kumiai.errors import InputError
+    from kumiai.lab.lifecycle import check_capacity, check_towns
+
+    inv = load_inventory(LAB)
+    check_towns(inv, ["nakai", "kiyokawa"])
+    with pytest.raises(InputError) as err:
+        check_towns(inv, ["nakai", "atlantis", "lemuria"])
+    assert len(err.value.problems) == 2 and err.value.exit_code == 2
+    check_capacity(inv, tmp_path, ["nakai"])
+    # More towns than a site network holds: refused up front.
+    assign_slots(tmp_path, [f"t{i}" for i in range(max_slots(NET_A))])
+    with pytest.raises(InputError, match="room for"):
+        check_capacity(inv, tmp_path, ["nakai"])
