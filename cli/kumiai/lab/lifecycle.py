@@ -70,7 +70,7 @@ def check_capacity(inv: Inventory, lab_dir: Path, town_ids: list[str]) -> None:
         )
 
 
-def sites_up(layout: LabLayout) -> list[str]:
+def etcd_silent(layout: LabLayout) -> list[str]:
     """Ids of sites whose etcd does not answer."""
     down = []
     for site in layout.sites:
@@ -81,6 +81,12 @@ def sites_up(layout: LabLayout) -> list[str]:
         except (OSError, urllib.error.URLError):
             down.append(site.id)
     return down
+
+
+def sites_down(layout: LabLayout) -> list[str]:
+    """Ids of sites not running from this lab directory (its supervisord, and etcd answering)."""
+    silent = set(etcd_silent(layout))
+    return [s.id for s in layout.sites if s.id in silent or not is_running(s)]
 
 
 def town_status(layout: LabLayout, town_id: str) -> TownStatus:
@@ -100,7 +106,7 @@ def wait_healthy(layout: LabLayout, town_ids: list[str], timeout: float = HEALTH
 
 def check_addresses_free(layout: LabLayout) -> None:
     """Only one lab per machine: its addresses are fixed by the inventory."""
-    answering = {s.id for s in layout.sites} - set(sites_up(layout))
+    answering = {s.id for s in layout.sites} - set(etcd_silent(layout))
     foreign = [s.id for s in layout.sites if s.id in answering and not is_running(s)]
     if foreign:
         raise KumiaiError(
@@ -125,9 +131,9 @@ def onboard_towns(inv: Inventory, lab_dir: Path, town_ids: list[str], op: Operat
     check_towns(inv, town_ids)
     check_capacity(inv, lab_dir, town_ids)
     layout = build_layout(lab_dir, inv, read_slots(lab_dir))
-    down = sites_up(layout)
+    down = sites_down(layout)
     if down:
-        raise KumiaiError(f"site services are not running at {', '.join(down)}: run `kumiai lab up` first")
+        raise KumiaiError(f"site services of {lab_dir} are not running at {', '.join(down)}: run `kumiai lab up` first")
     with op.step("credentials and addresses"):
         # Credentials first: a run interrupted after this point finds them and reuses them.
         for tid in town_ids:

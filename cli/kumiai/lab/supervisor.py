@@ -6,6 +6,7 @@ import subprocess
 import time
 import xmlrpc.client
 from pathlib import Path
+from typing import Any, cast
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -62,6 +63,10 @@ def _rpc(site: SiteLayout) -> xmlrpc.client.ServerProxy:
 ACTIVE = ("STARTING", "RUNNING", "BACKOFF", "STOPPING")
 
 
+def _process_infos(proxy: xmlrpc.client.ServerProxy) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], proxy.supervisor.getAllProcessInfo())
+
+
 def stop_programs(sites: list[SiteLayout], prefix: str, timeout: float = 120) -> None:
     """Stop the matching programs of all these sites at once and wait until they are down.
 
@@ -71,15 +76,13 @@ def stop_programs(sites: list[SiteLayout], prefix: str, timeout: float = 120) ->
     running = [s for s in sites if is_running(s)]
     for site in running:
         proxy = _rpc(site)
-        for info in proxy.supervisor.getAllProcessInfo():
+        for info in _process_infos(proxy):
             if info["name"].startswith(prefix) and info["statename"] in ACTIVE:
                 proxy.supervisor.stopProcess(f"{info['group']}:{info['name']}", False)
     deadline = time.monotonic() + timeout
     for site in running:
         proxy = _rpc(site)
-        while any(
-            i["name"].startswith(prefix) and i["statename"] in ACTIVE for i in proxy.supervisor.getAllProcessInfo()
-        ):
+        while any(i["name"].startswith(prefix) and i["statename"] in ACTIVE for i in _process_infos(proxy)):
             if time.monotonic() > deadline:
                 raise KumiaiError(f"programs {prefix}* of {site.id} did not stop within {timeout:.0f} s")
             time.sleep(0.2)
