@@ -148,6 +148,9 @@ when it started was {r["machine"].get("loadavg_1min_at_start", "?")} (other work
   PostgreSQL role and database checks, `pgbackrest info`) cost ≈0.3 s of CPU each on 2 cores. The first run
   adds Patroni's bootstrap (≈3 s), the DR clone (overlapping the backups), and two full backups (one per repo,
   ≈3-4 s each, mostly waiting for the backup's WAL to be archived).
+- Five towns at once gain little over one after another: on 2 cores the work is CPU-bound (Ansible's workers,
+  20 PostgreSQL bootstraps or clones, 10 backups). Ansible's forks were measured for it: 20 forks 137 s,
+  8 forks 102 s, 4 forks 117 s; ansible.cfg uses 8. Ansible's `free` strategy changed nothing measurable.
 - The re-run misses the 30% aim. What would reach it: fewer host-task executions (one Ansible host per town and
   site looping over its members instead of one host per member, or skipping the app-role and stanza checks
   when the cluster reports them done) — not done yet.
