@@ -175,6 +175,9 @@ def read_yaml(path: Path, display: str) -> tuple[dict[str, Any] | None, list[Pro
         if context:
             problem = f"{context}, {problem}"
         return None, [Problem(display, "(document)", f"YAML syntax error{where}: {problem}")]
+    except Exception as exc:  # PyYAML's constructors raise plain errors on untrusted text
+        # An explicit tag the value does not fit, e.g. `!!int id`, `!!int ` (IndexError) or `!!timestamp 2026-13-45`.
+        return None, [Problem(display, "(document)", f"a value does not fit its YAML tag: {exc}")]
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         return None, [Problem(display, "(document)", f"must be a mapping of fields, but is {kind}")]

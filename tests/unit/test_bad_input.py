@@ -561,3 +561,14 @@ def test_internal_errors_never_show_a_traceback(tmp_path: Path, monkeypatch: pyt
     assert result.code == 1
     assert "internal error: RuntimeError: simulated defect" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_explicit_tag_that_does_not_fit_is_an_input_error(tmp_path: Path) -> None:
+    # Found by the fuzzer: `!!int id` made PyYAML's constructor raise ValueError.
+    from kumiai.errors import InputError
+    from kumiai.inventory import load_inventory
+
+    root = copy_inventory(tmp_path / "inv")
+    (root / "consortium.yaml").write_text("!!int id: \n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"consortium.yaml: \(document\): a value does not fit its YAML tag"):
+        load_inventory(root)
