@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kumiai=.venv/bin/kumiai
 $kumiai town validate
+# Each town's Kubernetes tenant at both sites, rendered under Pulumi's mocks and checked (isolation rules,
+# schema validation, checkov).
+$kumiai plan --manifests .kumiai/plan/manifests --out .kumiai/plan/plan.json
 $kumiai lab up
 for town in $($kumiai town list --json | .venv/bin/python -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["towns"]))'); do
   population=$($kumiai town show "$town" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["population"])')

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,15 @@ class Run:
     code: int
     stdout: str
     stderr: str
+
+    def __str__(self) -> str:
+        """Output for an assertion message, with the end of any playbook log the command points at (the lab
+        directory is removed at the end of the session, so the log must be read now)."""
+        text = f"exit {self.code}\n{self.stdout}\n{self.stderr}"
+        for log in re.findall(r"see (/\S+\.log)", self.stderr):
+            lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+            text += f"\n--- last lines of {log} ---\n" + "\n".join(lines[-80:])
+        return text
 
 
 @dataclass
@@ -70,14 +80,26 @@ def _answers(address: str, port: int) -> bool:
         return False
 
 
+# The tests' lab runs on its own loopback networks, so a lab left running by `make demo` (127.0.1.0/24 and
+# 127.0.2.0/24) is neither disturbed nor in the way.
+TEST_NETWORKS = {"127.0.1.0/24": "127.0.11.0/24", "127.0.2.0/24": "127.0.12.0/24"}
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    if _answers("127.0.1.1", 2379) or _answers("127.0.2.1", 2379):
-        pytest.fail("another lab is running on 127.0.1.1/127.0.2.1: stop it first (kumiai lab down)")
+    etcd_hosts = [net.replace(".0/24", ".1") for net in TEST_NETWORKS.values()]
+    if any(_answers(host, 2379) for host in etcd_hosts):
+        pytest.fail(f"another test lab is running on {', '.join(etcd_hosts)}: stop it first (kumiai lab down)")
     base = Path(tempfile.mkdtemp(prefix="kumiai-it-", dir="/var/tmp"))
     base.chmod(0o755)
     inventory = base / "inventory"
     shutil.copytree(ROOT / "inventories" / "lab", inventory)
+    consortium = inventory / "consortium.yaml"
+    text = consortium.read_text(encoding="utf-8")
+    for lab_net, test_net in TEST_NETWORKS.items():
+        assert lab_net in text
+        text = text.replace(lab_net, test_net)
+    consortium.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUMIAI_")}
     env.update(
         {
@@ -90,7 +112,7 @@ def lab() -> Iterator[Lab]:
     lab = Lab(base=base, inventory=inventory, lab_dir=base / "lab", state_dir=base / "state", env=env)
     try:
         up = lab.kumiai("lab", "up", timeout=LAB_UP_TIMEOUT_S)
-        assert up.code == 0, f"kumiai lab up failed:\n{up.stdout}\n{up.stderr}"
+        assert up.code == 0, f"kumiai lab up failed: {up}"
         yield lab
     finally:
         lab.kumiai("lab", "down", "--purge", timeout=300)

@@ -170,7 +170,7 @@ def test_a_new_town_from_town_new_onboards_the_same_way(lab: Lab) -> None:
     assert new.code == 0, new.stderr
     t0 = time.monotonic()
     onboard = lab.kumiai("onboard", "yamakita")
-    assert onboard.code == 0, onboard.stdout + onboard.stderr
+    assert onboard.code == 0, str(onboard)
     print(f"kumiai onboard yamakita: {time.monotonic() - t0:.1f} s")
     assert "yamakita @ site-a" in onboard.stdout
     status = lab.status()
@@ -206,7 +206,7 @@ def test_onboarding_killed_at_any_point_converges_when_run_again(lab: Lab) -> No
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     again = lab.kumiai("onboard", "oi")
-    assert again.code == 0, again.stdout + again.stderr
+    assert again.code == 0, str(again)
     status = lab.status()
     assert_healthy(status["oi"])
     for town in LAB_TOWNS:
