@@ -10,13 +10,15 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from ansible.constants import DEFAULT_VAULT_ID_MATCH
-from ansible.parsing.vault import VaultLib, VaultSecret
 
 from kumiai import paths
 from kumiai.errors import KumiaiError
+
+if TYPE_CHECKING:
+    from ansible.parsing.vault import VaultLib
 
 SECRETS_VAR = "kumiai_town_secrets"
 
@@ -67,6 +69,10 @@ def ensure_vault_key(path: Path | None = None) -> Path:
 
 
 def _vault(key_file: Path) -> VaultLib:
+    # Imported here: loading Ansible's configuration costs every kumiai command about 0.1 s at start-up.
+    from ansible.constants import DEFAULT_VAULT_ID_MATCH
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
     try:
         key = key_file.read_bytes().strip()
     except OSError as exc:
