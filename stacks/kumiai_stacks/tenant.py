@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.core.v1 import (
@@ -23,7 +25,7 @@ from pulumi_kubernetes.networking.v1 import (
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, RoleRefArgs, SubjectArgs
 
 from kumiai.catalogue import Segment
-from kumiai.models import TIER_LIMITS, TIER_QUOTAS
+from kumiai.models import TIER_LIMITS, TIER_QUOTAS, Tier
 from kumiai_stacks import naming
 from kumiai_stacks.spec import TenantSpec
 
@@ -68,6 +70,50 @@ def allow_dns(name: str, meta: ObjectMetaArgs, opts: pulumi.ResourceOptions) -> 
     )
 
 
+def locked_namespace(
+    parent: pulumi.Resource, ns_name: str, labels: dict[str, str], tier: Tier
+) -> tuple[Callable[[str], ObjectMetaArgs], pulumi.ResourceOptions]:
+    """A namespace with Pod Security `restricted`, quota and limits of the tier, and a default deny.
+
+    Returns what the caller needs to put more in it: metadata for a named object of the namespace, and options
+    that make it wait for the namespace when the engine applies the stack.
+    """
+    ns = k8s.core.v1.Namespace(
+        ns_name,
+        metadata=ObjectMetaArgs(name=ns_name, labels={**labels, **naming.pss_labels()}),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=[ns])
+
+    def meta(name: str) -> ObjectMetaArgs:
+        return ObjectMetaArgs(name=name, namespace=ns_name, labels=labels)
+
+    k8s.core.v1.ResourceQuota(
+        f"{ns_name}-quota",
+        metadata=meta("quota"),
+        spec=ResourceQuotaSpecArgs(hard=dict(TIER_QUOTAS[tier])),
+        opts=opts,
+    )
+    limits = TIER_LIMITS[tier]
+    k8s.core.v1.LimitRange(
+        f"{ns_name}-limits",
+        metadata=meta("limits"),
+        spec=LimitRangeSpecArgs(
+            limits=[
+                LimitRangeItemArgs(
+                    type="Container",
+                    default=dict(limits["default"]),
+                    default_request=dict(limits["defaultRequest"]),
+                    max=dict(limits["max"]),
+                )
+            ]
+        ),
+        opts=opts,
+    )
+    default_deny(f"{ns_name}-default-deny", meta("default-deny"), opts)
+    return meta, opts
+
+
 class TownTenant(pulumi.ComponentResource):
     """Namespaces, quotas, limits, network policies, RBAC, default ServiceAccount and `db` Service of a town."""
 
@@ -91,39 +137,7 @@ class TownTenant(pulumi.ComponentResource):
             naming.LABEL_CODE: town.code,
             naming.LABEL_MANAGED_BY: naming.MANAGED_BY,
         }
-        ns = k8s.core.v1.Namespace(
-            ns_name,
-            metadata=ObjectMetaArgs(name=ns_name, labels={**labels, **naming.pss_labels()}),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        # Everything else lives in the namespace, so it waits for it when the engine applies the stack.
-        opts = pulumi.ResourceOptions(parent=self, depends_on=[ns])
-
-        def meta(name: str) -> ObjectMetaArgs:
-            return ObjectMetaArgs(name=name, namespace=ns_name, labels=labels)
-
-        k8s.core.v1.ResourceQuota(
-            f"{ns_name}-quota",
-            metadata=meta("quota"),
-            spec=ResourceQuotaSpecArgs(hard=dict(TIER_QUOTAS[town.tier])),
-            opts=opts,
-        )
-        k8s.core.v1.LimitRange(
-            f"{ns_name}-limits",
-            metadata=meta("limits"),
-            spec=LimitRangeSpecArgs(
-                limits=[
-                    LimitRangeItemArgs(
-                        type="Container",
-                        default=dict(TIER_LIMITS[town.tier]["default"]),
-                        default_request=dict(TIER_LIMITS[town.tier]["defaultRequest"]),
-                        max=dict(TIER_LIMITS[town.tier]["max"]),
-                    )
-                ]
-            ),
-            opts=opts,
-        )
-        default_deny(f"{ns_name}-default-deny", meta("default-deny"), opts)
+        meta, opts = locked_namespace(self, ns_name, labels, town.tier)
         allow_dns(f"{ns_name}-allow-dns", meta("allow-dns"), opts)
         # A peer with only a pod selector means "pods of this namespace": the town's own segment, nothing else.
         same_segment = [NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs())]
