@@ -211,3 +211,17 @@ def test_onboarding_killed_at_any_point_converges_when_run_again(lab: Lab) -> No
     assert_healthy(status["oi"])
     for town in LAB_TOWNS:
         assert_healthy(status[town])
+
+
+def test_a_program_written_but_never_loaded_is_loaded_by_the_next_run(lab: Lab) -> None:
+    # The window a kill can hit: the supervisord program file is on disk, supervisord never loaded it. The file is
+    # unchanged on the re-run, which must still load and start it (this once left the primary site leaderless).
+    conf = lab.lab_dir / "site-a" / "supervisor" / "supervisord.conf"
+    programs = ["patroni-nakai-site-a-1", "patroni-nakai-site-a-2"]
+    ctl = [str(BIN / "supervisorctl"), "--configuration", str(conf)]
+    subprocess.run([*ctl, "stop", *programs], check=True, capture_output=True, timeout=120)
+    subprocess.run([*ctl, "remove", *programs], check=True, capture_output=True, timeout=60)
+    assert all((lab.lab_dir / "site-a" / "supervisor" / "programs" / f"{p}.conf").exists() for p in programs)
+    again = lab.kumiai("onboard", "nakai")
+    assert again.code == 0, str(again)
+    assert_healthy(lab.status()["nakai"])
