@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pwd
 import shutil
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,19 +27,23 @@ HEALTHY_TIMEOUT_S = 60.0
 
 
 def check_lab_dir(lab_dir: Path) -> None:
-    """Patroni and etcd run as their own users: every directory above the lab must let them through."""
+    """Patroni and etcd run as their own users, from kumiai's environment, on data in the lab directory: every
+    directory above both must let them through."""
     postgres = pwd.getpwnam("postgres")
-    path = lab_dir
-    while not path.exists():
-        path = path.parent
-    for directory in [path, *path.parents]:
-        mode = directory.stat().st_mode
-        if not mode & 0o001:
-            raise KumiaiError(
-                f"the lab directory {lab_dir} is below {directory}, which other users cannot enter (mode "
-                f"{mode & 0o777:o}); the postgres user (uid {postgres.pw_uid}) must reach it. "
-                "Set KUMIAI_LAB_DIR to a directory such as /var/tmp/kumiai-lab."
-            )
+    for target, what, hint in (
+        (lab_dir, "the lab directory", "Set KUMIAI_LAB_DIR to a directory such as /var/tmp/kumiai-lab."),
+        (Path(sys.executable).parent, "kumiai's environment", "Install kumiai in a checkout other users can enter."),
+    ):
+        path = target
+        while not path.exists():
+            path = path.parent
+        for directory in [path, *path.parents]:
+            mode = directory.stat().st_mode
+            if not mode & 0o001:
+                raise KumiaiError(
+                    f"{what} {target} is below {directory}, which other users cannot enter (mode "
+                    f"{mode & 0o777:o}); the postgres user (uid {postgres.pw_uid}) must reach it. {hint}"
+                )
 
 
 def check_towns(inv: Inventory, town_ids: list[str]) -> None:
