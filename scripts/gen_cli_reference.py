@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 from typer.testing import CliRunner
 
@@ -14,11 +14,12 @@ from kumiai.main import app
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
-def command_paths(group: click.Command, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def command_paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group, depth first (typer ships its own click, so groups are known by their commands)."""
     paths = [prefix]
-    if isinstance(group, click.Group):
-        for name in sorted(group.commands):
-            paths += command_paths(group.commands[name], (*prefix, name))
+    subcommands = getattr(command, "commands", {})
+    for name in sorted(subcommands):
+        paths += command_paths(subcommands[name], (*prefix, name))
     return paths
 
 

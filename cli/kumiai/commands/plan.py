@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,8 +54,8 @@ def plan(
         ),
     ] = True,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Render processes (default: one per core).")
-    ] = os.cpu_count() or 1,
+        int | None, typer.Option("--workers", min=1, help="Render processes (default: one per core).")
+    ] = None,
     use_cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse stacks rendered before with identical inputs.")
     ] = True,
