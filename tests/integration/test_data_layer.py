@@ -83,8 +83,9 @@ def test_running_the_playbook_again_changes_nothing(lab: Lab) -> None:
     assert check.returncode == 0 and sum(h.changed for h in parse_recap(check.stdout).values()) == 0
 
 
-def test_no_secret_reaches_playbook_logs(lab: Lab) -> None:
+def test_no_secret_reaches_playbook_logs_or_the_audit_log(lab: Lab) -> None:
     logs = "".join(p.read_text() for p in (lab.lab_dir / "logs").glob("*.log"))
+    logs += (lab.state_dir / "audit" / "audit.jsonl").read_text()
     for town in LAB_TOWNS:
         s = load_town_secrets(lab.lab_dir / "secrets" / f"{town}.vault.yml", lab.vault_key)
         for value in (s.superuser_password, s.replication_password, s.app_password, s.backup_cipher_pass):
@@ -225,3 +226,27 @@ def test_a_program_written_but_never_loaded_is_loaded_by_the_next_run(lab: Lab) 
     again = lab.kumiai("onboard", "nakai")
     assert again.code == 0, str(again)
     assert_healthy(lab.status()["nakai"])
+
+
+def test_the_audit_log_records_every_state_change_and_verifies(lab: Lab) -> None:
+    run = lab.kumiai("audit", "verify", "--json", timeout=60)
+    assert run.code == 0, str(run)
+    assert json.loads(run.stdout)["ok"] is True
+    shown = lab.kumiai("audit", "show", "--json", "--last", "1000", timeout=60)
+    records = json.loads(shown.stdout)
+    ups = [r for r in records if r["operation"] == "lab up"]
+    assert ups and ups[0]["result"] == "ok" and ups[0]["target"]["towns"] == LAB_TOWNS
+    onboards = [r for r in records if r["operation"] == "onboard"]
+    assert onboards, "onboard runs must be recorded"
+    for record in ups + onboards:
+        assert record["actor"] and record["git_commit"] and record["tools"]["kumiai"]
+        assert record["steps"] and all(step["seconds"] >= 0 for step in record["steps"])
+    # An edited record breaks the chain.
+    log = lab.state_dir / "audit" / "audit.jsonl"
+    original = log.read_text()
+    try:
+        log.write_text(original.replace('"result": "ok"', '"result": "failed"', 1))
+        tampered = lab.kumiai("audit", "verify", timeout=60)
+        assert tampered.code == 1 and "changed after it was written" in tampered.stderr
+    finally:
+        log.write_text(original)
