@@ -1,7 +1,8 @@
 """A cache of validated town files, so that a re-plan of a large inventory does not re-parse every file.
 
-The key is the file's path and bytes and the consortium (whose defaults and catalogue the town is checked
-against); only towns that loaded without a problem are kept. The checks across files still run every time.
+The key is the file's path and bytes, the consortium (whose defaults and catalogue the town is checked
+against) and the code that checks it (a new kumiai may be stricter); only towns that loaded without a problem are
+kept. The checks across files still run every time.
 """
 
 from __future__ import annotations
@@ -11,9 +12,20 @@ import os
 import pickle
 from pathlib import Path
 
+import kumiai
 from kumiai.errors import Problem
 from kumiai.inventory import load_town
 from kumiai.models import Consortium, Town
+
+CHECKING_CODE = ("models.py", "catalogue.py", "inventory.py")
+
+
+def checker_version() -> bytes:
+    """Hash of the code that validates a town file."""
+    h = hashlib.sha256()
+    for name in CHECKING_CODE:
+        h.update((Path(kumiai.__file__).parent / name).read_bytes())
+    return h.digest()
 
 
 class TownCache:
@@ -23,6 +35,7 @@ class TownCache:
         self.used: dict[str, Town] = {}
         self._consortium: tuple[int, bytes] | None = None
         self._folders: dict[Path, str] = {}
+        self._checker = checker_version()
         try:
             with file.open("rb") as fh:
                 loaded = pickle.load(fh)
@@ -48,7 +61,7 @@ class TownCache:
         if folder is None:
             folder = self._folders[path.parent] = str(path.parent.resolve())
         where = f"{folder}/{path.name}"
-        key = hashlib.sha256(where.encode() + b"\0" + data + b"\0" + self._consortium_bytes(consortium))
+        key = hashlib.sha256(self._checker + where.encode() + b"\0" + data + b"\0" + self._consortium_bytes(consortium))
         digest = key.hexdigest()
         town = self.entries.get(digest)
         if town is None:
