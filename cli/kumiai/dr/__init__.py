@@ -1,0 +1,1 @@
+"""Disaster recovery built from the data layer: runbooks, backups, drills, failover and failback, evidence."""
