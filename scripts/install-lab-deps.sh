@@ -5,7 +5,8 @@
 # etcd listen on 127.0.0.1, which the lab (127.0.1.0/24, 127.0.2.0/24) never uses.
 set -euo pipefail
 
-packages=(postgresql-15 pgbackrest etcd-server etcd-client)
+# chromium: reports (drill evidence, diffs) are checked rendered, as a person reads them.
+packages=(postgresql-15 pgbackrest etcd-server etcd-client nftables chromium fonts-noto-cjk)
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
