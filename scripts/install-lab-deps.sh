@@ -5,7 +5,8 @@
 # etcd listen on 127.0.0.1, which the lab (127.0.1.0/24, 127.0.2.0/24) never uses.
 set -euo pipefail
 
-# chromium: reports (drill evidence, diffs) are checked rendered, as a person reads them.
+# nftables: partition tests. chromium and CJK fonts: reports (drill evidence, diffs) are checked rendered, as a person
+# reads them.
 packages=(postgresql-15 pgbackrest etcd-server etcd-client nftables chromium fonts-noto-cjk)
 missing=()
 for pkg in "${packages[@]}"; do
