@@ -16,8 +16,8 @@ import psycopg2
 import pytest
 from conftest import BIN, ROOT, Lab, run_playbook
 
-from kumiai.lab.runner import parse_recap
-from kumiai.lab.secrets import load_town_secrets
+from kumiai.datalayer.runner import parse_recap
+from kumiai.datalayer.secrets import load_town_secrets
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from kumiai.errors import KumiaiError
 from kumiai.inventory import load_inventory
-from kumiai.lab.ansible_inventory import build_inventory
+from kumiai.datalayer.ansible_inventory import build_inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots, member_address
 from kumiai.lab.slots import assign_slots, read_slots
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kumiai.lab.runner import parse_recap
-from kumiai.lab.secrets import ensure_town_secrets, load_town_secrets
-from kumiai.lab.status import parse_backups, parse_cluster
+from kumiai.datalayer.runner import parse_recap
+from kumiai.datalayer.secrets import ensure_town_secrets, load_town_secrets
+from kumiai.datalayer.status import parse_backups, parse_cluster
 from kumiai.lab.supervisor import parse_status
 
 RECAP = """

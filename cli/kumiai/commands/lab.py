@@ -16,9 +16,9 @@ from kumiai.inventory import Inventory
 from kumiai.lab import lifecycle
 from kumiai.lab.deps import ensure_lab_deps
 from kumiai.lab.layout import MEMBERS_PER_SITE, PG_PORT, LabLayout, build_layout, lowest_free_slot, member_address
-from kumiai.lab.secrets import load_town_secrets
+from kumiai.datalayer.secrets import load_town_secrets
 from kumiai.lab.slots import read_slots
-from kumiai.lab.status import TownStatus, fetch_cluster_view, parse_cluster
+from kumiai.datalayer.status import TownStatus, fetch_cluster_view, parse_cluster
 from kumiai.lab.supervisor import is_running, program_states
 from kumiai.ops import Operation
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.inventory import Inventory
 from kumiai.lab.layout import LabLayout, build_layout, lowest_free_slot, max_slots
-from kumiai.lab.runner import PlaybookResult, run_playbook
-from kumiai.lab.secrets import ensure_town_secrets, load_town_secrets
+from kumiai.datalayer.runner import PlaybookResult, run_playbook
+from kumiai.datalayer.secrets import ensure_town_secrets, load_town_secrets
 from kumiai.lab.slots import assign_slots, read_slots
-from kumiai.lab.status import TownStatus, gather_town_status
+from kumiai.datalayer.status import TownStatus, gather_town_status
 from kumiai.lab.supervisor import is_running, shutdown, stop_programs
 from kumiai.ops import Operation
 

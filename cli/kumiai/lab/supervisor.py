@@ -12,7 +12,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from kumiai.errors import KumiaiError
 from kumiai.lab.layout import SiteLayout
-from kumiai.lab.runner import tool
+from kumiai.datalayer.runner import tool
 
 
 def supervisorctl(site: SiteLayout, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

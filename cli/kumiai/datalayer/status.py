@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 
 from kumiai.lab.layout import SUPERUSER, MemberLayout, TownLayout
-from kumiai.lab.secrets import TownSecrets
+from kumiai.datalayer.secrets import TownSecrets
 
 LEADER_ROLES = ("leader", "standby_leader")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kumiai import paths
 from kumiai.errors import KumiaiError
-from kumiai.lab.secrets import ensure_vault_key
+from kumiai.datalayer.secrets import ensure_vault_key
 
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
 
