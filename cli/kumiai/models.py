@@ -128,6 +128,20 @@ class LocalSystem(Strict):
     segments: Annotated[list[Segment], Field(min_length=1)] = [Segment.lgwan]
 
 
+class Approver(Strict):
+    """Someone who may approve a plan: `name` is their login, as `kumiai plan` records a plan's author."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]
+    role: Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_plain_text)]
+    ssh_key: Annotated[
+        str,
+        Field(
+            pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$",
+            description="OpenSSH public key, type and base64 only (no comment)",
+        ),
+    ]
+
+
 class Protection(Strict):
     """Backup and continuity targets (RPO/RTO as in IPA's 非機能要求グレード)."""
 
@@ -164,6 +178,7 @@ class Consortium(Strict):
     sites: list[Site]  # one primary and at least one dr: checked below, with a message saying so
     local_systems: list[LocalSystem] = []
     defaults: TownDefaults = TownDefaults()
+    approvers: list[Approver] = []  # who may sign plans (kumiai approve); names and keys unique: checked below
 
     # Field validators rather than one model validator, so each problem is reported at its field path.
     @field_validator("sites")
@@ -198,6 +213,15 @@ class Consortium(Strict):
         if dupes:
             raise ValueError(f"each local system is listed once, repeated: {', '.join(dupes)}")
         return local
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, approvers: list[Approver]) -> list[Approver]:
+        for what, values in (("name", [a.name for a in approvers]), ("ssh_key", [a.ssh_key for a in approvers])):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"each approver's {what} is listed once, repeated: {', '.join(dupes)}")
+        return approvers
 
     @property
     def primary_site(self) -> Site:
