@@ -6,6 +6,7 @@ Nothing here writes anything.
 
 from __future__ import annotations
 
+import os
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -206,6 +207,8 @@ def _display(path: Path) -> str:
 def load_consortium(root: Path) -> tuple[Consortium | None, list[Problem]]:
     file = root / CONSORTIUM_FILE
     display = _display(file)
+    if file.is_symlink():
+        return None, [_symlink_problem(file)]
     if not file.is_file():
         return None, [Problem(display, "(document)", "file is missing: every inventory has a consortium.yaml")]
     data, problems = read_yaml(file, display)
@@ -217,13 +220,18 @@ def load_consortium(root: Path) -> tuple[Consortium | None, list[Problem]]:
         return None, _problems(display, exc, Consortium)
 
 
+def parse_town_file(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The mapping a town file holds, unchecked (see load_town)."""
+    return read_yaml(path, _display(path))
+
+
 def load_town(
     path: Path, consortium: Consortium | None, *, data: dict[str, Any] | None = None
 ) -> tuple[Town | None, list[Problem]]:
     """Validate one town file (or already-parsed data for it) against the consortium's catalogue."""
     display = _display(path)
     if data is None:
-        data, problems = read_yaml(path, display)
+        data, problems = parse_town_file(path)
         if data is None:
             return None, problems
     defaults = consortium.defaults.model_dump(mode="json", exclude_none=True) if consortium else {}
@@ -262,10 +270,26 @@ def load_town(
 
 
 def town_files(root: Path) -> list[Path]:
+    """Every town file, symbolic links included (load_inventory refuses them)."""
     towns_dir = root / TOWNS_DIR
     if not towns_dir.is_dir():
         return []
-    return sorted(p for p in towns_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    with os.scandir(towns_dir) as entries:
+        # The directory entry tells a link from a file without a stat call per file.
+        return sorted(
+            towns_dir / e.name
+            for e in entries
+            if e.name.endswith((".yaml", ".yml")) and (e.is_symlink() or e.is_file(follow_symlinks=False))
+        )
+
+
+def _symlink_problem(path: Path) -> Problem:
+    return Problem(
+        _display(path),
+        "(document)",
+        "is a symbolic link; inventory files must be regular files (a link could make kumiai read, and quote in its "
+        "messages, any file on the machine)",
+    )
 
 
 TownLoader = Callable[[Path, Consortium | None], tuple[Town | None, list[Problem]]]
@@ -292,6 +316,9 @@ def load_inventory(root: Path | str, *, town_loader: TownLoader | None = None) -
     code_owner: dict[str, Path] = {}
     id_owner: dict[str, Path] = {}
     for path in town_files(root):
+        if path.is_symlink():
+            problems.append(_symlink_problem(path))
+            continue
         town, town_problems = (town_loader or load_town)(path, consortium)
         problems.extend(town_problems)
         if town is None:

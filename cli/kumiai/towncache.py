@@ -1,75 +1,87 @@
-"""A cache of validated town files, so that a re-plan of a large inventory does not re-parse every file.
+"""A cache of parsed town files, so that a re-plan of a large inventory does not parse every file again.
 
-The key is the file's path and bytes, the consortium (whose defaults and catalogue the town is checked
-against) and the code that checks it (a new kumiai may be stricter); only towns that loaded without a problem are
-kept. The checks across files still run every time.
+Only parsing is cached: what a file holds is a function of its bytes and of the parser, and both are in the key.
+Every check (the models, the consortium's defaults and catalogue, the file name, the checks across files) runs
+on every load, so an entry can neither let a town skip a check nor keep a verdict made against an older
+consortium. The file is JSON: reading it runs no code whatever it holds, and an entry that is not a mapping is
+ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 import kumiai
 from kumiai.errors import Problem
-from kumiai.inventory import load_town
+from kumiai.inventory import load_town, parse_town_file
 from kumiai.models import Consortium, Town
 
-CHECKING_CODE = ("models.py", "catalogue.py", "inventory.py")
+FORMAT = "kumiai-town-cache/1"
+PARSING_CODE = ("inventory.py",)
 
 
-def checker_version() -> bytes:
-    """Hash of the code that validates a town file."""
-    h = hashlib.sha256()
-    for name in CHECKING_CODE:
+def parser_version() -> bytes:
+    """Hash of the code that turns a town file's bytes into a mapping."""
+    h = hashlib.sha256(f"{FORMAT} pyyaml={yaml.__version__}".encode())
+    for name in PARSING_CODE:
         h.update((Path(kumiai.__file__).parent / name).read_bytes())
     return h.digest()
 
 
+def _entries(text: str) -> dict[str, dict[str, Any]]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("entries"), dict):
+        return {}
+    return {k: v for k, v in doc["entries"].items() if isinstance(v, dict)}
+
+
+def _json_exact(data: dict[str, Any]) -> bool:
+    """Whether `data` survives a JSON round trip unchanged (YAML also has dates, bytes and non-string keys)."""
+    try:
+        return bool(json.loads(json.dumps(data, ensure_ascii=False)) == data)
+    except (TypeError, ValueError):
+        return False
+
+
 class TownCache:
+    """A town loader for load_inventory that parses only files it has not seen with these bytes."""
+
     def __init__(self, file: Path) -> None:
         self.file = file
-        self.entries: dict[str, Town] = {}
-        self.used: dict[str, Town] = {}
-        self._consortium: tuple[int, bytes] | None = None
-        self._folders: dict[Path, str] = {}
-        self._checker = checker_version()
         try:
-            with file.open("rb") as fh:
-                loaded = pickle.load(fh)
-            if isinstance(loaded, dict):
-                self.entries = loaded
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            self.entries = _entries(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
             self.entries = {}
-
-    def _consortium_bytes(self, consortium: Consortium | None) -> bytes:
-        if consortium is None:
-            return b""
-        if self._consortium is None or self._consortium[0] != id(consortium):
-            self._consortium = (id(consortium), consortium.model_dump_json().encode())
-        return self._consortium[1]
+        self.used: dict[str, dict[str, Any]] = {}
+        self._parser = parser_version()
 
     def __call__(self, path: Path, consortium: Consortium | None) -> tuple[Town | None, list[Problem]]:
         try:
-            data = path.read_bytes()
+            raw = path.read_bytes()
         except OSError:
             return load_town(path, consortium)  # the loader reports it
-        # The directory is resolved once, not every file (a re-plan of 1,741 towns spent 0.1 s resolving paths).
-        folder = self._folders.get(path.parent)
-        if folder is None:
-            folder = self._folders[path.parent] = str(path.parent.resolve())
-        where = f"{folder}/{path.name}"
-        key = hashlib.sha256(self._checker + where.encode() + b"\0" + data + b"\0" + self._consortium_bytes(consortium))
-        digest = key.hexdigest()
-        town = self.entries.get(digest)
-        if town is None:
-            town, problems = load_town(path, consortium)
-            if town is None or problems:
-                return town, problems
-        self.used[digest] = town
-        return town, []
+        digest = hashlib.sha256(self._parser + raw).hexdigest()
+        data = self.entries.get(digest)
+        cacheable = data is not None  # it came from JSON
+        if data is None:
+            data, problems = parse_town_file(path)
+            if data is None:
+                return None, problems
+            cacheable = _json_exact(data)
+        town, problems = load_town(path, consortium, data=data)
+        # A file with a problem is parsed again next time, so that its message is the loader's own.
+        if town is not None and not problems and cacheable:
+            self.used[digest] = data
+        return town, problems
 
     def save(self) -> None:
         """Keep the entries used by this load (so the cache follows the inventory and does not grow).
@@ -79,6 +91,6 @@ class TownCache:
             return
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(self.used, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        text = json.dumps({"format": FORMAT, "entries": self.used}, ensure_ascii=False, separators=(",", ":"))
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.file)
