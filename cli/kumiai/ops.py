@@ -1,22 +1,22 @@
 """The one place state-changing commands pass through.
 
-An Operation is a named sequence of timed steps. When it ends (done, failed or interrupted) it appends one record
-to the hash-chained audit log: who, what, when, the git commit, tool versions, every step with its duration and
-outcome. Dry runs are not recorded because they change nothing. Records never hold secrets: callers pass only
-names, ids and counts.
+An Operation is a named sequence of timed steps. It appends a "begin" record to the keyed, anchored audit log
+(kumiai.audit.trail) before anything changes, and an "end" record when it ends (done, failed or interrupted), so
+a run killed outright is still visible: begun, never ended. The begin record says who (the OS account; git
+identity and KUMIAI_ACTOR only as claims), the command line with secrets masked, the inventory's git tree, the
+plan and its verified approval where there is one, the git commit and tool versions; the end record the result
+and every step with its duration. Dry runs are not recorded because they change nothing. Records never hold
+secrets: callers pass only names, ids, counts and hashes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import getpass
-import hashlib
-import json
-import os
+import copy
 import platform
-import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +24,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kumiai import __version__, paths
-from kumiai.errors import KumiaiError
+from typer._click.globals import get_current_context
 
-GENESIS = "0" * 64
+from kumiai import __version__, paths
+from kumiai.audit import context
+from kumiai.audit.trail import Trail, append
 
 
 @dataclass
@@ -48,7 +49,12 @@ class Step:
 
 @dataclass
 class Operation:
-    """with Operation("onboard", target={"town": "nakai"}) as op: with op.step("..."): ..."""
+    """with Operation("onboard", target={"town": "nakai"}) as op: with op.step("..."): ...
+
+    plan_hash: the content hash of the plan being applied; approval: what kumiai verified about its approval
+    (approver, key fingerprint, break-glass reason), never a name taken on trust; inventory: the inventory
+    directory (default: the one the command line chose with --inventory).
+    """
 
     name: str
     target: dict[str, Any] = field(default_factory=dict)
@@ -56,14 +62,43 @@ class Operation:
     log_path: Path | None = None
     steps: list[Step] = field(default_factory=list)
     tools: dict[str, str] = field(default_factory=dict)
+    plan_hash: str | None = None
+    approval: dict[str, Any] | None = None
+    inventory: Path | None = None
     result: str = "running"
     started: float = 0.0
+    run_id: str = ""
+    begin_record: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
+
+    @property
+    def trail(self) -> Trail:
+        return Trail.for_log(self.log_path or paths.audit_log())
 
     def __enter__(self) -> Operation:
         self.started = time.time()
         self._t0 = time.perf_counter()
+        self.run_id = uuid.uuid4().hex
+        if not self.dry_run:
+            self.begin_record = append(self.trail, self._begin())
         return self
+
+    def _begin(self) -> dict[str, Any]:
+        inventory = self.inventory or _command_line_inventory()
+        return {
+            "event": "begin",
+            "run": self.run_id,
+            "time": _iso(self.started),
+            "operation": self.name,
+            "target": copy.deepcopy(self.target),  # as it began; steps go on adding to op.target
+            "who": context.who(),
+            "command": context.mask_argv(sys.argv),
+            "git_commit": context.git_commit(paths.project_root()),
+            "inventory": context.inventory_state(inventory) if inventory else None,
+            "plan_hash": self.plan_hash,
+            "approval": self.approval,
+            "tools": {"kumiai": __version__, "python": platform.python_version(), **self.tools},
+        }
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[Step]:
@@ -97,102 +132,28 @@ class Operation:
             self.result = "failed"
         if self.dry_run:
             return
-        self.record = {
+        end = {
+            "event": "end",
+            "run": self.run_id,
+            "time": _iso(time.time()),
             "operation": self.name,
-            "target": self.target,
-            "actor": actor(),
-            "approved_by": os.environ.get("KUMIAI_APPROVED_BY") or None,
-            "started": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - self._t0, 3),
+            "target": copy.deepcopy(self.target),
             "result": self.result,
             "error": str(exc)[:500] if exc is not None and self.result == "failed" else None,
-            "git_commit": git_commit(),
-            "tools": {"kumiai": __version__, "python": platform.python_version(), **self.tools},
+            "seconds": round(time.perf_counter() - self._t0, 3),
             "steps": [s.as_dict() for s in self.steps],
         }
-        append_record(self.log_path or paths.audit_log(), self.record)
+        self.record = append(self.trail, end)
 
 
-def actor() -> str:
-    """Who runs the command: KUMIAI_ACTOR (e.g. set by a CI system to the approver's login) or the OS user."""
-    env = os.environ.get("KUMIAI_ACTOR")
-    if env:
-        return env
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _digest(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _hash_of(line: str, path: Path) -> str:
-    """The hash of the last record, which the next one chains to; a damaged log is not silently restarted."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
-        raise KumiaiError(
-            f"audit log {path} ends with a damaged record, so a new one cannot be chained to it; "
-            "keep the file as evidence, move it aside and investigate"
-        )
-    return record["hash"]
-
-
-def append_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Append a record chained to the previous one (prev = its hash). Safe for concurrent writers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        last = None
-        for line in fh:
-            if line.strip():
-                last = line
-        prev = _hash_of(last, path) if last else GENESIS
-        chained = {**record, "prev": prev}
-        chained["hash"] = _digest(chained)
-        fh.seek(0, os.SEEK_END)
-        fh.write(json.dumps(chained, ensure_ascii=False, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return chained
-
-
-def verify_chain(path: Path) -> list[str]:
-    """Problems with the audit log: a record edited, removed or reordered breaks the chain."""
-    problems: list[str] = []
-    prev = GENESIS
-    if not path.exists():
-        return problems
-    # Undecodable bytes become U+FFFD, so the damaged record fails its hash instead of stopping the check.
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            problems.append(f"{path}:{number}: not a JSON record")
-            prev = "?"
-            continue
-        if record.get("prev") != prev:
-            problems.append(f"{path}:{number}: does not follow the record before it")
-        if record.get("hash") != _digest(record):
-            problems.append(f"{path}:{number}: record was changed after it was written")
-        prev = record.get("hash", "?")
-    return problems
+def _command_line_inventory() -> Path | None:
+    """The inventory the running command was given (every command gets it from the global --inventory), so
+    callers need not pass it. typer ships its own click, hence its context stack is asked, not click's."""
+    ctx = get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    inventory = getattr(root, "inventory_path", None)
+    return Path(inventory) if inventory is not None else None

@@ -232,14 +232,14 @@ def test_the_audit_log_records_every_state_change_and_verifies(lab: Lab) -> None
     run = lab.kumiai("audit", "verify", "--json", timeout=60)
     assert run.code == 0, str(run)
     assert json.loads(run.stdout)["ok"] is True
-    shown = lab.kumiai("audit", "show", "--json", "--last", "1000", timeout=60)
+    shown = lab.kumiai("audit", "log", "--json", timeout=60)
     records = json.loads(shown.stdout)
     ups = [r for r in records if r["operation"] == "lab up"]
     assert ups and ups[0]["result"] == "ok" and ups[0]["target"]["towns"] == LAB_TOWNS
     onboards = [r for r in records if r["operation"] == "onboard"]
     assert onboards, "onboard runs must be recorded"
     for record in ups + onboards:
-        assert record["actor"] and record["git_commit"] and record["tools"]["kumiai"]
+        assert record["who"]["os_user"] and record["git_commit"] and record["tools"]["kumiai"]
         assert record["steps"] and all(step["seconds"] >= 0 for step in record["steps"])
     # An edited record breaks the chain.
     log = lab.state_dir / "audit" / "audit.jsonl"

@@ -150,9 +150,9 @@ def test_kanagawa_validates_with_14_towns() -> None:
 
 
 def test_new_writes_a_spec_that_validates_and_is_listed(inv: Path) -> None:
-    result = kumiai(
-        "--inventory", inv, "town", "new", NEW_ID, "--name", NEW_NAME, "--code", NEW_CODE, "--population", "9200"
-    )
+    args = ("town", "new", NEW_ID, "--name", NEW_NAME, "--code", NEW_CODE, "--population", "9200")
+    state = clean_env(KUMIAI_STATE_DIR=str(inv.parent / "state"))  # its audit record stays out of the checkout
+    result = kumiai("--inventory", inv, *args, env=state)
     assert result.code == 0, result.stderr
     written = inv / "towns" / f"{NEW_ID}.yaml"
     assert written.is_file()
@@ -166,7 +166,8 @@ def test_new_writes_a_spec_that_validates_and_is_listed(inv: Path) -> None:
     assert row["segments"] == ["mynumber"]
 
 
-def test_new_json_and_tier(inv: Path) -> None:
+def test_new_json_and_tier(inv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUMIAI_STATE_DIR", str(inv.parent / "state"))
     result = kumiai_in_process(
         "--inventory", inv, "town", "new", NEW_ID, "--name", NEW_NAME, "--code", NEW_CODE, "--tier", "m", "--json"
     )

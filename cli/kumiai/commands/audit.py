@@ -1,72 +1,146 @@
-"""`kumiai audit ...`: read and verify the hash-chained audit log of state-changing commands."""
+"""`kumiai audit ...`: read, verify and report on the audit trail of state-changing commands."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from kumiai import paths
-from kumiai.console import emit_json, out
-from kumiai.errors import KumiaiError
-from kumiai.ops import verify_chain
+from kumiai.audit.chain import parse, split_lines
+from kumiai.audit.report import Period, Report, markdown, render_html
+from kumiai.audit.runs import NOT_ENDED, Run, parse_since, runs_of, select
+from kumiai.audit.trail import Trail, Verification, read_log, verify
+from kumiai.console import emit_json, err, out
+from kumiai.errors import InputError, KumiaiError, Problem
 
-audit_app = typer.Typer(help="The audit log: who changed what, when, with which result.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", metavar="TIME", help="ISO date or time (UTC by default), or an age: 90d, 12h."),
+]
+
+audit_app = typer.Typer(
+    help="The audit trail: who changed what, when, with whose approval and which result.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
-def read_records() -> list[dict[str, Any]]:
-    log = paths.audit_log()
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_runs(trail: Trail) -> list[Run]:
+    """Every run in the log; lines that are not records are left out here (`audit verify` names them)."""
+    data, _, _ = read_log(trail)
+    lines = split_lines(data)[0] if data else []
+    return runs_of([r for r in map(parse, lines) if r is not None])
 
 
-@audit_app.command("show")
-def show(
-    last: Annotated[int, typer.Option("--last", min=1, help="Show only the newest N records.")] = 20,
-    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+def _warn_unverified(check: Verification) -> None:
+    err.print(
+        f"[bold red]warning:[/] the audit log does not verify ({escape(str(check.problems[0]))}); "
+        "run [bold]kumiai audit verify[/]"
+    )
+
+
+@audit_app.command("log")
+def log(
+    town: Annotated[str | None, typer.Option("--town", metavar="ID", help="Only runs on this town.")] = None,
+    since: SinceOpt = None,
+    operation: Annotated[
+        str | None, typer.Option("--operation", metavar="NAME", help="Only this operation, e.g. 'onboard'.")
+    ] = None,
+    last: Annotated[int | None, typer.Option("--last", min=1, help="Only the newest N runs.")] = None,
+    json_: JsonOpt = False,
 ) -> None:
-    """Show the newest records of the audit log."""
-    problems = verify_chain(paths.audit_log())
-    if problems:
-        raise KumiaiError("the audit log does not verify:\n  " + "\n  ".join(problems))
-    records = read_records()[-last:]
+    """Runs of state-changing commands, each from its begin record to its end (exit 1 if the log does not verify)."""
+    trail = Trail.default()
+    when = parse_since(since, datetime.now(UTC)) if since else None
+    check = verify(trail)
+    runs = select(read_runs(trail), town=town, since=when, operation=operation)
+    runs = runs[-last:] if last else runs
     if json_:
-        emit_json(records)
-        return
-    table = Table(title=f"audit log {paths.audit_log()}")
-    for col in ("started", "actor", "operation", "target", "result", "seconds", "steps"):
+        emit_json([r.as_dict() for r in runs])
+    else:
+        _print_runs(trail, runs)
+    if not check.ok:
+        _warn_unverified(check)
+        raise typer.Exit(1)
+
+
+def _print_runs(trail: Trail, runs: list[Run]) -> None:
+    table = Table(title=f"audit log {trail.log}")
+    for col in ("started", "who", "operation", "target", "result", "seconds", "steps"):
         table.add_column(col)
-    for r in records:
-        target = ", ".join(f"{k}={v}" for k, v in r.get("target", {}).items())
+    for run in runs:
+        d = run.as_dict()
+        who = d["who"] or {}
+        claimed = f" (claims {who['claimed_actor']})" if who.get("claimed_actor") else ""
+        result = "[bold yellow]not ended[/]" if d["result"] == NOT_ENDED else escape(d["result"])
+        if d["result"] in ("failed", "interrupted"):
+            result = f"[red]{result}[/]"
         table.add_row(
-            r["started"],
-            r["actor"],
-            r["operation"],
-            target,
-            r["result"],
-            f"{r['seconds']:.1f}",
-            str(len(r.get("steps", []))),
+            escape(str(d["started"])),
+            escape(f"{who.get('os_user', '?')}{claimed}"),
+            escape(run.operation),
+            escape(", ".join(f"{k}={v}" for k, v in run.target.items())),
+            result,
+            f"{d['seconds']:.1f}" if isinstance(d["seconds"], int | float) else "—",
+            str(len(d["steps"])),
         )
     out.print(table)
+    not_ended = sum(1 for r in runs if not r.ended)
+    if not_ended:
+        out.print(f"[bold yellow]{not_ended} run(s) began and never ended[/] (killed, or still running)")
 
 
 @audit_app.command("verify")
-def verify(json_: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False) -> None:
-    """Check that no record was changed, removed or reordered (exit 1 if the chain is broken)."""
-    problems = verify_chain(paths.audit_log())
-    count = len(read_records()) if not problems else None
+def verify_cmd(json_: JsonOpt = False) -> None:
+    """Check every record against the key, the chain and the anchor; name the first bad record (exit 1 if any)."""
+    check = verify(Trail.default())
+    data = check.as_dict()
     if json_:
-        emit_json({"ok": not problems, "records": count, "problems": problems})
-    elif not problems:
-        out.print(f"[green]ok[/]: {count} records, chain intact ({paths.audit_log()})")
-    if problems:
-        if not json_:
-            raise KumiaiError("the audit log does not verify:\n  " + "\n  ".join(problems))
+        emit_json(data)
+        if not check.ok:
+            raise typer.Exit(1)
+        return
+    for warning in check.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    if not check.ok:
+        raise KumiaiError(
+            f"the audit log {check.trail.log} does not verify:\n  " + "\n  ".join(str(p) for p in check.problems)
+        )
+    head = data["head"]
+    at = f", head seq {head['seq']} at {head['time']}" if head else ""
+    out.print(f"[green]ok[/]: {data['records']} records{at}; chain, key and anchor agree ({escape(data['log'])})")
+
+
+@audit_app.command("report")
+def report_cmd(
+    since: SinceOpt = None,
+    format_: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
+    out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write here, not stdout.")] = None,
+) -> None:
+    """The auditor's period report: every change with its approval, every drill and failover with its verdict,
+    runs that never ended, and whether the log verifies (exit 1 if it does not; the report is written anyway)."""
+    if format_ not in ("md", "html"):
+        raise InputError(Problem("command line", "--format", f"{format_!r} is not a format: md or html"))
+    now = datetime.now(UTC)
+    when = parse_since(since, now) if since else None
+    trail = Trail.default()
+    check = verify(trail)
+    runs = select(read_runs(trail), since=when)
+    report = Report("kumiai 監査報告 (audit report)", Period(when, now), check.as_dict(), runs)
+    text = render_html(report) if format_ == "html" else markdown(report)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        out.print(f"wrote {escape(str(out_file))}: {len(runs)} runs, {len(report.verdicts)} with a verdict")
+    if not check.ok:
+        _warn_unverified(check)
         raise typer.Exit(1)

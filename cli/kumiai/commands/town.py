@@ -18,6 +18,7 @@ from kumiai.console import emit_json, out
 from kumiai.errors import InputError, Problem
 from kumiai.inventory import TOWNS_DIR, load_consortium, load_inventory, load_town
 from kumiai.models import TOWN_ID_PATTERN, Town
+from kumiai.ops import Operation
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
@@ -158,15 +159,16 @@ def new_town(
     clash = [t.id for t in others.values() if t.code == town.code]
     if clash:
         raise InputError(Problem(str(path), "code", f"code {town.code} is already used by town {clash[0]}"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".yaml.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        os.link(tmp, path)  # atomic, and fails if another run wrote the same town meanwhile
-    except FileExistsError:
-        raise exists from None
-    finally:
-        tmp.unlink()
+    with Operation("town new", target={"town": town.id, "file": str(path)}, inventory=root) as op, op.step("write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".yaml.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        try:
+            os.link(tmp, path)  # atomic, and fails if another run wrote the same town meanwhile
+        except FileExistsError:
+            raise exists from None
+        finally:
+            tmp.unlink()
     if json_:
         emit_json({"written": str(path), "town": town_summary(town)})
         return
