@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from enum import StrEnum
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +26,25 @@ from kumiai.catalogue import Segment, standard_catalogue
 
 TOWN_ID_PATTERN = r"^[a-z][a-z0-9-]{1,30}$"
 SITE_ID_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+# The consortium's name is a path component (manifests), part of the etcd cluster token and of the towns' RBAC
+# group names, and reaches Ansible: nothing but what all of them carry as is.
+CONSORTIUM_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,40}$"
+# Context names as kubeconfig tools write them (EKS ARNs, gke_project_zone_name, user@cluster), nothing more.
+KUBE_CONTEXT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:/-]{0,252}$"
+STORAGE_PATH_PATTERN = r"^[A-Za-z0-9_./-]{1,255}$"
+S3_ENDPOINT_PATTERN = r"^https://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$"
+S3_REGION_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+BUCKET_PREFIX_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,40}$"
+# Absolute backup directories are for real hosts only, and never a directory the system or its users own: the
+# data layer makes the directory its own (owner, mode), so these would break the host or expose it.
+SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+    "/sbin", "/sys", "/tmp", "/usr", "/var/log", "/var/run", "/var/tmp",
+)  # fmt: skip
+SYSTEM_DIRS = ("/", "/media", "/mnt", "/opt", "/srv", "/var", "/var/lib")
+# ASCII punctuation a name may hold; anything else in ASCII (quotes, braces, %, $, ;, <, >, |, \) is refused so
+# that no template, shell or config format downstream can read a name as syntax.
+NAME_PUNCTUATION = " ()-_.,&/:"
 # Minute, hour, day of month, month, day of week (0 and 7 are Sunday).
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 CRON_ITEM = r"(\*|([0-9]+)(-([0-9]+))?)(/([0-9]+))?"
@@ -58,12 +79,54 @@ def _cron_field_ok(field: str, low: int, high: int) -> bool:
     return True
 
 
+def _visible(c: str) -> bool:
+    if c.isascii():
+        return c.isalnum() or c in NAME_PUNCTUATION
+    # Letters, marks, digits, punctuation, symbols and spaces (e.g. the ideographic space); not control, format,
+    # private-use or line/paragraph separator characters.
+    return unicodedata.category(c)[0] in "LMNPS" or unicodedata.category(c) == "Zs"
+
+
 def _plain_text(value: str) -> str:
-    """Names end up in file headers, tables and labels: one line of visible text."""
+    """Names end up in file headers, tables, labels and generated configs: one line of visible text."""
     if not value.strip():
         raise ValueError("must not be blank")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ValueError("must be one line of text without control characters")
+    wrong = sorted({c for c in value if not _visible(c)})
+    if wrong:
+        shown = " ".join(f"U+{ord(c):04X}" if not c.isprintable() else repr(c) for c in wrong)
+        raise ValueError(
+            "must be one line of text without control characters: letters, digits, spaces and "
+            f"{' '.join(NAME_PUNCTUATION.strip())} only (found {shown})"
+        )
+    return value
+
+
+def _matching(pattern: str, allowed: str) -> AfterValidator:
+    """A check that the whole value matches `pattern`; the message says what is allowed in words and as the pattern."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {allowed} (pattern {pattern})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _storage_path(value: str) -> str:
+    if not re.fullmatch(STORAGE_PATH_PATTERN, value):
+        raise ValueError(
+            f"must be a directory path of letters, digits, '.', '_', '-' and '/' (pattern {STORAGE_PATH_PATTERN})"
+        )
+    if value.startswith("/"):
+        tree = next((t for t in SYSTEM_TREES if PurePosixPath(value).is_relative_to(t)), None)
+        if tree is not None or value.rstrip("/") in (*SYSTEM_DIRS, ""):
+            raise ValueError(
+                f"must not be a system directory ({tree or value}): an absolute path, allowed only for real hosts, "
+                "names a directory of kumiai's own, e.g. /srv/kumiai/backup"
+            )
+    if any(p in ("", ".", "..") for p in value.removeprefix("/").split("/")):
+        raise ValueError("must not contain '..', '.' or empty components: a path confined to its base directory")
     return value
 
 
@@ -90,33 +153,57 @@ class Isolation(StrEnum):
     dedicated_nodes = "dedicated-nodes"
 
 
+STORAGE_FIELDS = {"posix": ("path",), "s3": ("endpoint", "region", "bucket_prefix")}
+
+
 class ObjectStorage(Strict):
     """Where a site keeps backups: a posix path (lab) or an S3 endpoint (production)."""
 
     type: Literal["posix", "s3"]
-    path: str | None = Field(default=None, description="posix: directory, relative to the lab data directory")
-    endpoint: str | None = Field(default=None, description="s3: https endpoint")
-    region: str | None = None
-    bucket_prefix: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,40}$")
+    path: (
+        Annotated[
+            str,
+            Field(
+                description="posix: directory, relative to the lab data directory (absolute only on real hosts, "
+                "never a system directory)"
+            ),
+            AfterValidator(_storage_path),
+        ]
+        | None
+    ) = None
+    endpoint: (
+        Annotated[
+            str,
+            Field(description="s3: https endpoint"),
+            _matching(S3_ENDPOINT_PATTERN, "an https:// URL of a host name or address, an optional port and path"),
+        ]
+        | None
+    ) = None
+    region: Annotated[str, _matching(S3_REGION_PATTERN, "a region name such as ap-northeast-1")] | None = None
+    bucket_prefix: (
+        Annotated[str, _matching(BUCKET_PREFIX_PATTERN, "lower-case letters, digits, '.' and '-' (2-41 characters)")]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ObjectStorage:
-        if self.type == "posix" and not self.path:
-            raise ValueError("type posix needs 'path'")
-        if self.type == "s3":
-            missing = [f for f in ("endpoint", "region", "bucket_prefix") if not getattr(self, f)]
-            if missing:
-                raise ValueError(f"type s3 needs {', '.join(missing)}")
-            if not str(self.endpoint).startswith("https://"):
-                raise ValueError("s3 endpoint must start with https://")
+        needed = STORAGE_FIELDS[self.type]
+        missing = [f for f in needed if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"type {self.type} needs {', '.join(missing)}")
+        foreign = [f for fields in STORAGE_FIELDS.values() for f in fields if f not in needed and getattr(self, f)]
+        if foreign:
+            raise ValueError(f"type {self.type} takes only {', '.join(needed)}; remove {', '.join(foreign)}")
         return self
 
 
 class Site(Strict):
     id: Annotated[str, Field(pattern=SITE_ID_PATTERN)]
     role: SiteRole
-    name: str | None = None
-    kube_context: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(max_length=80), AfterValidator(_plain_text)] | None = None
+    kube_context: Annotated[
+        str, _matching(KUBE_CONTEXT_PATTERN, "a kubeconfig context name: letters, digits and _ . @ : / -")
+    ]
     db_network: ipaddress.IPv4Network
     object_storage: ObjectStorage
 
@@ -137,6 +224,7 @@ class Approver(Strict):
         str,
         Field(
             pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$",
+            max_length=4096,
             description="OpenSSH public key, type and base64 only (no comment)",
         ),
     ]
@@ -174,7 +262,9 @@ class TownDefaults(Strict):
 
 
 class Consortium(Strict):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[
+        str, _matching(CONSORTIUM_NAME_PATTERN, "a lower-case letter, then lower-case letters, digits or '-' (2-41)")
+    ]
     sites: list[Site]  # one primary and at least one dr: checked below, with a message saying so
     local_systems: list[LocalSystem] = []
     defaults: TownDefaults = TownDefaults()
@@ -247,7 +337,7 @@ def _catalogue(info: ValidationInfo) -> dict[str, frozenset[Segment]] | None:
 
 
 class System(Strict):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_plain_text)]
     segment: Segment
 
     @field_validator("name")

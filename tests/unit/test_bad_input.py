@@ -70,6 +70,18 @@ def copy(src: str, dst: str) -> Mutation:
     return apply
 
 
+def symlink(rel: str) -> Mutation:
+    """Replace the file by a link to a copy of it outside the inventory."""
+
+    def apply(root: Path) -> None:
+        target = root.parent / f"elsewhere-{Path(rel).name}"
+        target.write_bytes((root / rel).read_bytes())
+        (root / rel).unlink()
+        (root / rel).symlink_to(target)
+
+    return apply
+
+
 def rename(src: str, dst: str) -> Mutation:
     def apply(root: Path) -> None:
         (root / src).rename(root / dst)
@@ -310,7 +322,17 @@ CASES = [
         (write(NAKAI, "!!python/object/apply:os.system ['true']\n"),),
         ("inv/towns/nakai.yaml: (document): YAML syntax error", "could not determine a constructor"),
     ),
+    Case(
+        "town-file-is-a-symlink",
+        (symlink(NAKAI),),
+        ("inv/towns/nakai.yaml: (document): is a symbolic link; inventory files must be regular files",),
+    ),
     # --- consortium.yaml
+    Case(
+        "consortium-file-is-a-symlink",
+        (symlink(CONS),),
+        ("inv/consortium.yaml: (document): is a symbolic link",),
+    ),
     Case(
         "no-primary-site",
         (edit(CONS, "role: primary", "role: dr"),),
@@ -368,7 +390,37 @@ CASES = [
                 "type: s3\n      endpoint: http://s3.example\n      region: r\n      bucket_prefix: lab-a",
             ),
         ),
-        ("inv/consortium.yaml: sites[0].object_storage: s3 endpoint must start with https://",),
+        ("inv/consortium.yaml: sites[0].object_storage.endpoint: must be an https:// URL",),
+    ),
+    Case(
+        "posix-storage-with-s3-fields",
+        (edit(CONS, SITE_A_STORAGE, SITE_A_STORAGE + "\n      region: ap-northeast-1"),),
+        ("inv/consortium.yaml: sites[0].object_storage: type posix takes only path; remove region",),
+    ),
+    Case(
+        "storage-path-leaves-the-lab",
+        (edit(CONS, "path: site-b/backup", "path: site-b/../../../srv"),),
+        ("inv/consortium.yaml: sites[1].object_storage.path: must not contain '..'",),
+    ),
+    Case(
+        "storage-path-is-a-system-directory",
+        (edit(CONS, "path: site-b/backup", "path: /usr/lib/postgresql"),),
+        ("inv/consortium.yaml: sites[1].object_storage.path: must not be a system directory (/usr)",),
+    ),
+    Case(
+        "consortium-name-not-a-plain-token",
+        (edit(CONS, "name: lab", 'name: "lab {{ 7*7 }}"'),),
+        ("inv/consortium.yaml: name: must be a lower-case letter, then lower-case letters, digits or '-'",),
+    ),
+    Case(
+        "kube-context-with-a-space",
+        (edit(CONS, "kube_context: kumiai-lab-site-b", "kube_context: kumiai lab"),),
+        ("inv/consortium.yaml: sites[1].kube_context: must be a kubeconfig context name",),
+    ),
+    Case(
+        "site-name-with-a-line-break",
+        (edit(CONS, "name: 遠隔地データセンター (lab)", 'name: "遠隔地\\n[program:x]"'),),
+        ("inv/consortium.yaml: sites[1].name: must be one line of text without control characters", "U+000A"),
     ),
     Case(
         "storage-type-unknown",

@@ -283,13 +283,12 @@ def test_a_valid_consortium() -> None:
         (
             {"sites": [site("a", "primary"), site("b", "dr", object_storage={"type": "posix"})]},
             "sites.1.object_storage",
-            "type posix needs 'path'",
+            "type posix needs path",
         ),
         ({"local_systems": [{"name": "戸籍"}]}, "local_systems", "repeat standardized systems: 戸籍"),
         ({"local_systems": [{"name": "x"}, {"name": "x"}]}, "local_systems", "repeated: x"),
         ({"local_systems": [{"name": "x", "segments": []}]}, "local_systems.0.segments", "at least 1 item"),
         ({"defaults": {"tier": "xl"}}, "defaults.tier", "'s', 'm' or 'l'"),
-        ({"name": ""}, "name", "at least 1 character"),
     ],
 )
 def test_consortium_rules(changes: dict[str, Any], field: str, fragment: str) -> None:
@@ -301,3 +300,163 @@ def test_consortium_rules(changes: dict[str, Any], field: str, fragment: str) ->
 def test_local_systems_default_to_lgwan() -> None:
     c = Consortium.model_validate(consortium(local_systems=[{"name": "人事給与"}]))
     assert c.catalogue()["人事給与"] == {Segment.lgwan}
+
+
+# --- every consortium field by pattern or closed set: what reaches paths, tokens, templates and configs is data
+
+# What an attacker put in the inventory of a demo lab: a Jinja lookup run by Ansible when it templated the value,
+# a new line carrying a supervisord section, and paths leaving the lab directory or naming a system directory.
+JINJA = "{{ lookup('pipe', 'id > /tmp/pwned') }}"
+SECTION = "lab\n[program:x]\ncommand=/bin/sh -c id"
+
+
+def with_site(**changes: Any) -> dict[str, Any]:
+    """The consortium with its dr site changed."""
+    return consortium(sites=[site("a", "primary"), site("b", "dr", **changes)])
+
+
+def storage(**fields: Any) -> dict[str, Any]:
+    return with_site(object_storage=fields)
+
+
+S3 = {"type": "s3", "endpoint": "https://s3.example.jp", "region": "ap-northeast-1", "bucket_prefix": "kumiai-b"}
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "fragment"),
+    [
+        (consortium(name=""), "name", "lower-case letter"),
+        (consortium(name="x"), "name", "pattern"),  # at least two characters
+        (consortium(name="Lab"), "name", "pattern"),
+        (consortium(name="lab one"), "name", "pattern"),
+        (consortium(name="lab_1"), "name", "pattern"),
+        (consortium(name="../lab"), "name", "pattern"),
+        (consortium(name="lab\n"), "name", "pattern"),
+        (consortium(name="a" * 42), "name", "pattern"),
+        (consortium(name=JINJA), "name", "pattern"),
+        (consortium(name=SECTION), "name", "pattern"),
+        (with_site(name="主データセンター\n[program:x]"), "sites.1.name", "one line of text"),
+        (with_site(name="遠隔地\u2028センター"), "sites.1.name", "U+2028"),  # a line separator
+        (with_site(name="遠隔地\u202eセンター"), "sites.1.name", "U+202E"),  # right-to-left override
+        (with_site(name="遠隔地 " + JINJA), "sites.1.name", "one line of text"),
+        (with_site(name="a%(ENV_HOME)s"), "sites.1.name", "'%'"),  # supervisord's expansion
+        (with_site(name="x" * 81), "sites.1.name", "at most 80"),
+        (with_site(kube_context=""), "sites.1.kube_context", "kubeconfig context name"),
+        (with_site(kube_context="ctx b"), "sites.1.kube_context", "pattern"),
+        (with_site(kube_context="ctx\nb"), "sites.1.kube_context", "pattern"),
+        (with_site(kube_context="-ctx"), "sites.1.kube_context", "pattern"),  # read as an option
+        (with_site(kube_context=JINJA), "sites.1.kube_context", "pattern"),
+        (with_site(kube_context="ctx;reboot"), "sites.1.kube_context", "pattern"),
+        (with_site(id="b\n"), "sites.1.id", "pattern"),
+        (with_site(db_network="10.1.0.0/16\n"), "sites.1.db_network", ""),
+        (storage(type="posix", path="../../etc"), "sites.1.object_storage.path", "'..'"),
+        (storage(type="posix", path="b/../../x"), "sites.1.object_storage.path", "'..'"),
+        (storage(type="posix", path="b//backup"), "sites.1.object_storage.path", "empty components"),
+        (storage(type="posix", path="."), "sites.1.object_storage.path", "'.'"),
+        (storage(type="posix", path="b/backup\n"), "sites.1.object_storage.path", "directory path"),
+        (storage(type="posix", path="b/back up"), "sites.1.object_storage.path", "directory path"),
+        (storage(type="posix", path="~/backup"), "sites.1.object_storage.path", "directory path"),
+        (storage(type="posix", path="/"), "sites.1.object_storage.path", "system directory (/)"),
+        (storage(type="posix", path="/etc"), "sites.1.object_storage.path", "system directory (/etc)"),
+        (storage(type="posix", path="/etc/kumiai"), "sites.1.object_storage.path", "system directory (/etc)"),
+        (storage(type="posix", path="/usr/local/b"), "sites.1.object_storage.path", "system directory (/usr)"),
+        (storage(type="posix", path="/var"), "sites.1.object_storage.path", "system directory (/var)"),
+        (storage(type="posix", path="/var/log/b"), "sites.1.object_storage.path", "system directory (/var/log)"),
+        (storage(type="posix", path="/home"), "sites.1.object_storage.path", "system directory (/home)"),
+        (storage(type="posix", path="/home/ops"), "sites.1.object_storage.path", "system directory (/home)"),
+        (storage(type="posix", path="/root"), "sites.1.object_storage.path", "system directory (/root)"),
+        (storage(type="posix", path="/boot/b"), "sites.1.object_storage.path", "system directory (/boot)"),
+        (storage(type="posix", path="/dev/shm"), "sites.1.object_storage.path", "system directory (/dev)"),
+        (storage(type="posix", path="/proc/1"), "sites.1.object_storage.path", "system directory (/proc)"),
+        (storage(type="posix", path="/sys/b"), "sites.1.object_storage.path", "system directory (/sys)"),
+        (storage(type="posix", path="/bin"), "sites.1.object_storage.path", "system directory (/bin)"),
+        (storage(type="posix", path="/tmp/b"), "sites.1.object_storage.path", "system directory (/tmp)"),
+        (storage(type="posix", path="/srv"), "sites.1.object_storage.path", "system directory (/srv)"),
+        (storage(type="posix", path="b", endpoint="https://s3.x"), "sites.1.object_storage", "remove endpoint"),
+        (storage(**S3, path="b"), "sites.1.object_storage", "type s3 takes only endpoint, region, bucket_prefix"),
+        (storage(**{**S3, "endpoint": "http://s3.example.jp"}), "sites.1.object_storage.endpoint", "https://"),
+        (storage(**{**S3, "endpoint": "https://s3.example.jp\n"}), "sites.1.object_storage.endpoint", "pattern"),
+        (storage(**{**S3, "endpoint": "https://u:p@s3.x"}), "sites.1.object_storage.endpoint", "pattern"),
+        (storage(**{**S3, "endpoint": "https://s3.x/?a=b"}), "sites.1.object_storage.endpoint", "pattern"),
+        (storage(**{**S3, "endpoint": "https://" + JINJA}), "sites.1.object_storage.endpoint", "pattern"),
+        (storage(**{**S3, "region": "ap northeast"}), "sites.1.object_storage.region", "region name"),
+        (storage(**{**S3, "region": "AP-1"}), "sites.1.object_storage.region", "pattern"),
+        (storage(**{**S3, "bucket_prefix": "Kumiai"}), "sites.1.object_storage.bucket_prefix", "lower-case"),
+        (storage(**{**S3, "bucket_prefix": "b/../x"}), "sites.1.object_storage.bucket_prefix", "pattern"),
+        (consortium(local_systems=[{"name": "会計\n[program:x]"}]), "local_systems.0.name", "one line of text"),
+        (consortium(local_systems=[{"name": JINJA}]), "local_systems.0.name", "'{'"),
+        (consortium(local_systems=[{"name": "会計", "segments": ["dmz"]}]), "local_systems.0.segments.0", "'lgwan'"),
+        (consortium(defaults={"isolation": "vm"}), "defaults.isolation", "'namespace'"),
+    ],
+)
+def test_consortium_field_patterns(data: dict[str, Any], field: str, fragment: str) -> None:
+    found = errors(Consortium, data)
+    assert field in found, found
+    assert fragment in found[field], found[field]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": "主データセンター (lab)"},
+        {"name": "遠隔地バックアップセンター・第2"},
+        {"kube_context": "arn:aws:eks:ap-northeast-1:123456789012:cluster/kumiai-dr"},
+        {"kube_context": "gke_kumiai_asia-northeast1_dr"},
+        {"kube_context": "ops@kumiai-dr"},
+        {"object_storage": {"type": "posix", "path": "site-b/backup"}},
+        {"object_storage": {"type": "posix", "path": "/srv/kumiai/backup"}},  # a real host's own directory
+        {"object_storage": {"type": "posix", "path": "/var/lib/kumiai/backup"}},
+        {"object_storage": S3},
+        {"object_storage": {**S3, "endpoint": "https://rgw.site-b.example.jp:7480/"}},
+    ],
+)
+def test_ordinary_site_values_are_accepted(changes: dict[str, Any]) -> None:
+    Consortium.model_validate(with_site(**changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"name": "清川村\n[program:x]"}, "name"),
+        ({"name": "清川村" + JINJA}, "name"),
+        ({"name": "清川\x85村"}, "name"),  # NEL, a line break to YAML and to str.splitlines
+        ({"name": "清川\u200b村"}, "name"),  # zero-width space: two names that look the same
+        ({"systems": [{"name": "住民基本台帳\n", "segment": "mynumber"}]}, "systems.0.name"),
+        ({"placement": {"primary": "a\n", "dr": "b"}}, "placement.primary"),
+    ],
+)
+def test_town_text_is_one_line_of_visible_text(changes: dict[str, Any], field: str) -> None:
+    assert field in errors(Town, town(**changes))
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5hbWUtb2YtYS10ZXN0LWtleS1ub3QtcmVhbC0wMDAw"
+
+
+def approver(**changes: Any) -> dict[str, Any]:
+    return consortium(approvers=[{"name": "sato", "role": "情報政策課長", "ssh_key": ED25519, **changes}])
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"name": "Sato"}, "approvers.0.name", "pattern"),
+        ({"name": "sato\n"}, "approvers.0.name", "pattern"),
+        ({"name": "sato; id"}, "approvers.0.name", "pattern"),
+        ({"name": JINJA}, "approvers.0.name", "pattern"),
+        ({"role": "課長\n[program:x]"}, "approvers.0.role", "one line of text"),
+        ({"role": JINJA}, "approvers.0.role", "'{'"),
+        ({"ssh_key": ED25519 + " sato@host"}, "approvers.0.ssh_key", "pattern"),  # a comment could carry anything
+        ({"ssh_key": ED25519 + "\nssh-ed25519 AAAA"}, "approvers.0.ssh_key", "pattern"),
+        ({"ssh_key": 'command="id" ' + ED25519}, "approvers.0.ssh_key", "pattern"),  # authorized_keys options
+        ({"ssh_key": "ssh-dss AAAAB3NzaC1kc3M="}, "approvers.0.ssh_key", "pattern"),
+        ({"ssh_key": "ssh-ed25519 " + "A" * 5000}, "approvers.0.ssh_key", "at most 4096"),
+    ],
+)
+def test_approver_fields(changes: dict[str, Any], field: str, fragment: str) -> None:
+    found = errors(Consortium, approver(**changes))
+    assert field in found, found
+    assert fragment in found[field], found[field]
+
+
+def test_an_ordinary_approver_is_accepted() -> None:
+    assert Consortium.model_validate(approver()).approvers[0].name == "sato"
