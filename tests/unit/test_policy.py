@@ -274,3 +274,27 @@ def test_policy_pack_runs_the_same_rules(hayama: Resources) -> None:
     find(hayama, "Role", "hayama-mynumber", "ops")["rules"][0]["verbs"].append("impersonate")
     messages = reported(hayama)
     assert len(messages) == 1 and "hayama" in messages[0] and "rbac-scope" in messages[0]
+
+
+def test_service_account_without_the_field_automounts(hayama: Resources) -> None:
+    """Kubernetes mounts the token unless the field is false: a missing field is no better than true."""
+    del find(hayama, "ServiceAccount", "hayama-lgwan", "default")["automountServiceAccountToken"]
+    (v,) = caught(hayama, "service-account")
+    assert v.resource == "Namespace hayama-lgwan"
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/15", "10.0.0.0/15"])
+def test_database_egress_wider_than_a_site_network(hayama: Resources, cidr: str) -> None:
+    """Private but wider than a /16: it reaches other towns' databases and every other private host."""
+    find(hayama, "NetworkPolicy", "hayama-internet", "allow-db")["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"] = cidr
+    (v,) = caught(hayama, "same-town-segment")
+    assert v.resource == "NetworkPolicy hayama-internet/allow-db"
+
+
+def test_database_egress_to_a_site_network_is_allowed(hayama: Resources) -> None:
+    """The positive control of the test above: a /16 or narrower private network is a database network."""
+    for cidr in ("10.20.0.0/16", "10.20.30.0/24"):
+        find(hayama, "NetworkPolicy", "hayama-internet", "allow-db")["spec"]["egress"][0]["to"][0]["ipBlock"][
+            "cidr"
+        ] = cidr
+        assert rules.check(hayama) == []
