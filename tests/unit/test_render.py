@@ -60,12 +60,70 @@ def test_namespace_labels_and_pod_security(kanagawa: Inventory, rendered: dict[t
         assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "v1.30"
 
 
-def test_quota_follows_the_tier(kanagawa: Inventory, rendered: dict[tuple[str, str], Any]) -> None:
-    from kumiai.models import TIER_QUOTAS
+# Written out here, not read from kumiai.models: a changed or broken table must fail this test.
+QUOTA_S = {
+    "requests.cpu": "2",
+    "requests.memory": "4Gi",
+    "limits.cpu": "4",
+    "limits.memory": "8Gi",
+    "pods": "20",
+    "persistentvolumeclaims": "10",
+    "requests.storage": "100Gi",
+}
+QUOTA_M = {
+    "requests.cpu": "4",
+    "requests.memory": "8Gi",
+    "limits.cpu": "8",
+    "limits.memory": "16Gi",
+    "pods": "40",
+    "persistentvolumeclaims": "20",
+    "requests.storage": "250Gi",
+}
+QUOTA_L = {
+    "requests.cpu": "8",
+    "requests.memory": "16Gi",
+    "limits.cpu": "16",
+    "limits.memory": "32Gi",
+    "pods": "80",
+    "persistentvolumeclaims": "40",
+    "requests.storage": "500Gi",
+}
 
-    for town in kanagawa.towns.values():
-        for quota in objects(rendered[("primary-dc", town.id)], "ResourceQuota"):
-            assert quota["spec"]["hard"] == TIER_QUOTAS[town.tier]
+
+@pytest.mark.parametrize(
+    ("town", "tier", "hard"),
+    [
+        ("kiyokawa", "s", QUOTA_S),
+        ("oi", "m", QUOTA_M),
+        ("hakone", "s", QUOTA_S),
+        ("hayama", "m", QUOTA_M),
+        ("samukawa", "l", QUOTA_L),
+    ],
+)
+def test_quota_follows_the_tier(
+    kanagawa: Inventory, rendered: dict[tuple[str, str], Any], town: str, tier: str, hard: dict[str, str]
+) -> None:
+    assert kanagawa.towns[town].tier == tier  # the inventory still has this example
+    for site in ("primary-dc", "dr-dc"):
+        quotas = objects(rendered[(site, town)], "ResourceQuota")
+        assert len(quotas) == len(kanagawa.towns[town].segments)
+        assert all(q["spec"]["hard"] == hard for q in quotas)
+
+
+def test_limits_follow_the_tier(rendered: dict[tuple[str, str], Any]) -> None:
+    expected = {
+        "kiyokawa": (
+            {"cpu": "500m", "memory": "512Mi"},
+            {"cpu": "100m", "memory": "128Mi"},
+            {"cpu": "2", "memory": "4Gi"},
+        ),
+        "oi": ({"cpu": "1", "memory": "1Gi"}, {"cpu": "200m", "memory": "256Mi"}, {"cpu": "4", "memory": "8Gi"}),
+        "samukawa": ({"cpu": "1", "memory": "2Gi"}, {"cpu": "250m", "memory": "512Mi"}, {"cpu": "8", "memory": "16Gi"}),
+    }
+    for town, (default, request, most) in expected.items():
+        for lr in objects(rendered[("primary-dc", town)], "LimitRange"):
+            (container,) = [item for item in lr["spec"]["limits"] if item["type"] == "Container"]
+            assert (container["default"], container["defaultRequest"], container["max"]) == (default, request, most)
 
 
 def test_default_service_account_is_patched_without_token(rendered: dict[tuple[str, str], Any]) -> None:
