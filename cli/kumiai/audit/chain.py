@@ -137,7 +137,8 @@ def check(data: bytes | None, key: bytes | None, anchor: Head | None) -> Checked
             prev_seq, prev_mac = prev_seq + 1, ""
             continue
         seq = record.get("seq") if isinstance(record.get("seq"), int) else None
-        if key is not None and (why := seal_problem(raw, record, key)):
+        why = seal_problem(raw, record, key) if key is not None else None
+        if why:
             problems.append(Problem(why, number, seq))
         if seq != prev_seq + 1:
             what = "removed, inserted or reordered" if seq is not None else "no sequence number"
@@ -147,12 +148,11 @@ def check(data: bytes | None, key: bytes | None, anchor: Head | None) -> Checked
         prev_seq, prev_mac = seq if seq is not None else prev_seq + 1, str(record.get("mac", ""))
         if seq is not None:
             by_seq[seq] = record
-        last = record
+        last = record if key is not None and not why else None  # the head is only what the key vouches for
     if key is not None and anchor is not None and anchor.key_id != key_id(key):
         problems.append(Problem(f"the anchor was written with another key (key id {anchor.key_id})"))
     problems += _against_anchor(data is not None, count, prev_seq, by_seq, anchor)
-    head = head_of(last) if last is not None and isinstance(last.get("mac"), str) and "key_id" in last else None
-    return Checked(count, head, problems)
+    return Checked(count, head_of(last) if last is not None else None, problems)
 
 
 def _against_anchor(
