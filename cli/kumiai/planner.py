@@ -8,12 +8,14 @@ and the manifests of what they rendered, so the parent handles summaries only.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from kumiai_stacks.spec import platform_spec, tenant_spec
 # Towns per program run. A run costs little to start, and the mocked runtime gets slower per resource as a run
 # grows (measured: 1.9 ms per resource at 1-5 towns, 2.4 ms at 40), so runs stay small.
 BATCH = 5
+PLAN_FORMAT = "kumiai-plan/1"
 
 
 @dataclass
@@ -109,6 +112,11 @@ def select_jobs(inv: Inventory, town_ids: Sequence[str], site_ids: Sequence[str]
     ]
     if problems:
         raise InputError(problems)
+    return jobs_for(inv, town_ids, site_ids)
+
+
+def jobs_for(inv: Inventory, town_ids: Sequence[str], site_ids: Sequence[str]) -> list[Job]:
+    """The stacks of the inventory's towns and sites among those named (all when none are)."""
     sites = [s for s in inv.consortium.sites if not site_ids or s.id in site_ids]
     towns = [t for t in inv.towns.values() if not town_ids or t.id in town_ids]
     jobs: list[Job] = []
@@ -155,42 +163,59 @@ def _context() -> Any:
     return multiprocessing.get_context(method)
 
 
-def make_plan(
-    inv: Inventory,
+@dataclass
+class Rendered:
+    """Every selected stack in the render cache, with its summary (rules checked on what the cache holds now)."""
+
+    cache: RenderCache
+    summaries: dict[tuple[str, str], StackSummary]
+    seconds: dict[str, float]
+
+    def resources(self, site: str, town: str) -> list[dict[str, Any]]:
+        return self.cache.read(self.summaries[(site, town)].key)
+
+    def keys(self, jobs: Sequence[Job]) -> list[str]:
+        return [self.summaries[stack_id(job)].key for job in jobs]
+
+
+def _cached_summary(cache: RenderCache, site: str, town: str, key: str) -> StackSummary | None:
+    """A stack's summary from what its cache entry holds, or None when there is no readable entry.
+
+    The rules run on the cached resources every time: a cache entry is rebuildable data, never a verdict to trust.
+    """
+    try:
+        resources = cache.read(key)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
+        return None
+    return summarize(site, town, key, resources)
+
+
+def render_stacks(
     jobs: Sequence[Job],
     *,
     cache_dir: Path,
-    manifests_dir: Path | None,
+    manifests_dir: Path | None = None,
     workers: int | None = None,
     batch: int = BATCH,
     use_cache: bool = True,
-    validate: bool = True,
-    prune: bool = False,
-) -> Plan:
+    validate: bool = False,
+) -> Rendered:
+    """Render what the cache does not hold (in workers when that pays), and summarise every stack.
+
+    The one render step of `plan`, `diff` and `apply`: whatever asks, a stack renders to the same resources."""
     t0 = time.perf_counter()
     cache = RenderCache(cache_dir)
-    index = cache.read_index() if use_cache else {}
-    keyed = list(zip(jobs, stack_keys(list(jobs)), strict=True))
     summaries: dict[tuple[str, str], StackSummary] = {}
     todo: list[tuple[Job, str]] = []
-    for job, key in keyed:
+    for job, key in zip(jobs, stack_keys(list(jobs)), strict=True):
         site, town = stack_id(job)
-        if use_cache and key in index and cache.has(key):
-            entry = index[key]
-            summaries[(site, town)] = StackSummary(
-                site,
-                town,
-                key,
-                entry["counts"],
-                entry["namespaces"],
-                entry["violations"],
-                entry.get("schema"),
-                entry.get("checkov"),
-            )
-        elif use_cache and cache.has(key):
-            summaries[(site, town)] = summarize(site, town, key, cache.read(key))
-        else:
+        summary = _cached_summary(cache, site, town, key) if use_cache and cache.has(key) else None
+        if summary is None:
             todo.append((job, key))
+        else:
+            summaries[(site, town)] = summary
     t1 = time.perf_counter()
 
     batches = _batches(todo, batch)
@@ -207,6 +232,38 @@ def make_plan(
             for fut in futures:
                 for s in fut.result():
                     summaries[(s.site, s.town)] = s
+    t2 = time.perf_counter()
+    return Rendered(cache, summaries, {"lookup": round(t1 - t0, 3), "render": round(t2 - t1, 3)})
+
+
+def make_plan(
+    inv: Inventory,
+    jobs: Sequence[Job],
+    *,
+    cache_dir: Path,
+    manifests_dir: Path | None,
+    workers: int | None = None,
+    batch: int = BATCH,
+    use_cache: bool = True,
+    validate: bool = True,
+    prune: bool = False,
+) -> Plan:
+    t0 = time.perf_counter()
+    rendered = render_stacks(
+        jobs,
+        cache_dir=cache_dir,
+        manifests_dir=manifests_dir,
+        workers=workers,
+        batch=batch,
+        use_cache=use_cache,
+        validate=validate,
+    )
+    cache, summaries = rendered.cache, rendered.summaries
+    # Only checkov's results are reused: it runs as a separate program over files and costs seconds.
+    index = cache.read_index() if use_cache else {}
+    for s in summaries.values():
+        if not s.rendered:
+            s.checkov = (index.get(s.key) or {}).get("checkov")
     t2 = time.perf_counter()
 
     if manifests_dir is not None:
@@ -265,8 +322,7 @@ def make_plan(
         cache=cache,
         violations=violations,
         seconds={
-            "lookup": round(t1 - t0, 3),
-            "render": round(t2 - t1, 3),
+            **rendered.seconds,
             "manifests": round(t3 - t2, 3),
             "validation": round(t4 - t3, 3),
             "total": round(time.perf_counter() - t0, 3),
@@ -274,17 +330,39 @@ def make_plan(
     )
 
 
-def plan_document(plan: Plan, validation: dict[str, Any] | None) -> str:
-    """The machine-readable plan, as JSON text. Resources are spliced in from the cache without re-parsing."""
-    import json
+def canonical(value: Any) -> bytes:
+    """The one JSON encoding hashed and signed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
-    head = {
+
+def content_hash(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(canonical(value)).hexdigest()
+
+
+def resource_set(cache: RenderCache, keys: Iterable[str]) -> list[dict[str, Any]]:
+    """Every resource of these stacks, in their order: what a plan file holds and its hash covers."""
+    return [r for key in keys for r in cache.read(key)]
+
+
+def plan_hash(document: dict[str, Any]) -> str:
+    """The hash an approver signs: the whole plan file except this hash itself."""
+    return content_hash({k: v for k, v in document.items() if k != "plan_hash"})
+
+
+def plan_document(
+    plan: Plan, resources: list[dict[str, Any]], validation: dict[str, Any] | None, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """The plan file: where it came from, what it checked, every resource (secrets masked) and their hash."""
+    document = {
+        "format": PLAN_FORMAT,
+        **provenance,
         "consortium": plan.consortium,
         "towns": plan.towns,
         "sites": plan.sites,
         "policy": {"ok": not plan.violations, "violations": plan.violations},
         "validation": validation,
+        "resources_hash": content_hash(resources),
+        "resources": resources,
     }
-    parts = [plan.cache.read_text(s.key).strip()[1:-1] for s in plan.stacks]
-    body = ",".join(p for p in parts if p.strip())
-    return json.dumps(head, ensure_ascii=False)[:-1] + ', "resources": [' + body + "]}"
+    document["plan_hash"] = plan_hash(document)
+    return document

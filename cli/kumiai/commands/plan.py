@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,9 +11,11 @@ import typer
 from rich.table import Table
 
 from kumiai import paths
+from kumiai.audit.approval import provenance
 from kumiai.console import emit_json, err, out
+from kumiai.diff.gitref import locate
 from kumiai.inventory import load_inventory
-from kumiai.planner import Plan, make_plan, plan_document, select_jobs
+from kumiai.planner import Plan, make_plan, plan_document, resource_set, select_jobs
 from kumiai.render import PLATFORM
 from kumiai.rendercache import default_dir
 from kumiai.towncache import TownCache
@@ -44,7 +47,12 @@ def plan(
         typer.Option("--manifests", help="Write Kubernetes manifests to DIR/<site>/<town>/ (default: state dir)."),
     ] = None,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write the machine-readable plan (JSON, secrets masked) to FILE.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the plan to FILE (JSON, secrets masked): inventory git tree, author, tool versions, every "
+            "resource and their hash; what `kumiai approve` signs and `kumiai apply` applies.",
+        ),
     ] = None,
     validate: Annotated[
         bool,
@@ -66,11 +74,13 @@ def plan(
     # Town files already validated in an earlier plan are not parsed again (see kumiai.towncache).
     root: Path = ctx.obj.inventory_path
     towns_cache = TownCache(
-        default_dir().parent / f"towns-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.pickle"
+        default_dir().parent / f"towns-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.json"
     )
     inv = load_inventory(root, town_loader=towns_cache)
     towns_cache.save()
     jobs = select_jobs(inv, town or [], site or [])
+    # Read before rendering, so the plan records the tree as it was when the render began.
+    origin = provenance(locate(root), town or [], site or []) if out_file is not None else None
     target = manifests_dir or paths.state_dir() / "plan" / inv.consortium.name / "manifests"
     result = make_plan(
         inv,
@@ -86,9 +96,17 @@ def plan(
     invalid = bool(validation.get("kubernetes_validate", {}).get("errors")) or bool(
         validation.get("checkov", {}).get("failed")
     )
-    if out_file is not None:
+    plan_hash = None
+    if out_file is not None and origin is not None:
+        resources = resource_set(result.cache, (s.key for s in result.stacks))
+        document = plan_document(result, resources, validation, origin)
+        plan_hash = document["plan_hash"]
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(plan_document(result, validation), encoding="utf-8")
+        out_file.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        if document["inventory"]["dirty"]:
+            err.print(
+                f"[yellow]warning:[/] {root} has uncommitted changes: this plan can be read but not approved or applied"
+            )
     ok = not result.violations and not invalid
     if json_:
         emit_json(
@@ -102,18 +120,19 @@ def plan(
                 "resources": result.resources,
                 "manifests": str(target),
                 "out": str(out_file) if out_file else None,
+                "plan_hash": plan_hash,
                 "policy": {"ok": not result.violations, "violations": result.violations},
                 "validation": validation,
                 "seconds": result.seconds,
             }
         )
     else:
-        _print(result, validation, target, out_file)
+        _print(result, validation, target, out_file, plan_hash)
     if not ok:
         raise typer.Exit(1)
 
 
-def _print(plan: Plan, validation: dict[str, Any], target: Path, out_file: Path | None) -> None:
+def _print(plan: Plan, validation: dict[str, Any], target: Path, out_file: Path | None, plan_hash: str | None) -> None:
     for site_id in plan.sites:
         stacks = [s for s in plan.stacks if s.site == site_id]
         table = Table(title=f"{plan.consortium} @ {site_id}: {len(stacks)} stacks")
@@ -133,7 +152,7 @@ def _print(plan: Plan, validation: dict[str, Any], target: Path, out_file: Path 
         f"{len(plan.stacks) - plan.rendered} from cache) in {plan.seconds['total']:.1f} s; manifests in {target}"
     )
     if out_file:
-        out.print(f"plan written to {out_file}")
+        out.print(f"plan written to {out_file} ({plan_hash})")
     if plan.violations:
         out.print(f"[red]policy: {len(plan.violations)} violations[/]")
         for v in plan.violations[:50]:
