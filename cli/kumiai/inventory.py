@@ -198,8 +198,9 @@ def _with_defaults(data: dict[str, Any], defaults: Mapping[str, Any]) -> dict[st
 
 
 def _display(path: Path) -> str:
+    # The file itself is not resolved: a symbolic link is named, not the file it points to.
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str((path.parent.resolve() / path.name).relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
