@@ -66,7 +66,7 @@ def _change_row(run: Run) -> dict[str, str]:
         "approval": approval_text(run),
         "plan": str(run.begin.get("plan_hash") or "—"),
         "inventory": _inventory_text(run),
-        "result": run.result,
+        "result": f"{run.result}: {error}" if (error := (run.end or {}).get("error")) else run.result,
         "seconds": f"{seconds:.1f}" if isinstance(seconds, int | float) else "—",
     }
 
@@ -187,7 +187,7 @@ CSS = """
 body { font-family: "Noto Sans CJK JP", "Noto Sans JP", sans-serif; margin: 2em; color: #1d1d1f; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; width: 100%; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f2f2f2; }
 .ok { color: #1b6e2a; } .bad { color: #b00020; font-weight: bold; }
 .flag { background: #fff3cd; border: 2px solid #b38600; padding: 0.5em 1em; }
