@@ -142,6 +142,9 @@ class Operation:
             "error": str(exc)[:500] if exc is not None and self.result == "failed" else None,
             "seconds": round(time.perf_counter() - self._t0, 3),
             "steps": [s.as_dict() for s in self.steps],
+            # Often known only once the run has read and checked the plan: set op.plan_hash / op.approval then.
+            "plan_hash": self.plan_hash,
+            "approval": copy.deepcopy(self.approval),
         }
         self.record = append(self.trail, end)
 

@@ -72,20 +72,39 @@ def test_claims_are_recorded_as_claims_never_as_the_actor(log: Path, monkeypatch
     assert "actor" not in begin and "approved_by" not in begin
 
 
-def test_plan_approval_and_inventory_are_in_the_begin_record(log: Path, tmp_path: Path) -> None:
-    inv = tmp_path / "inv"
-    inv.mkdir()
+def test_plan_and_approval_known_at_the_start_or_found_during_the_run_are_recorded(log: Path) -> None:
     approval = {"approver": "suzuki", "role": "監査", "key": "SHA256:abc", "verified": True}
-    with Operation(
-        "apply", target={"town": "nakai"}, plan_hash="f" * 64, approval=approval, inventory=inv, log_path=log
-    ):
+    with Operation("apply", target={"town": "nakai"}, plan_hash="f" * 64, approval=approval, log_path=log):
         pass
-    begin, end = records(log)
-    assert begin["plan_hash"] == "f" * 64
-    assert begin["approval"] == approval
-    assert begin["inventory"]["path"] == str(inv)
-    assert begin["inventory"]["tree"] is None  # not in git: no tree hash to claim
-    assert "plan_hash" not in end
+    with Operation("apply", target={"town": "nakai"}, log_path=log) as op:
+        op.plan_hash, op.approval = "e" * 64, approval  # read from the plan file and verified by this run
+    known, _, found_begin, found_end = records(log)
+    assert (known["plan_hash"], known["approval"]) == ("f" * 64, approval)
+    assert (found_begin["plan_hash"], found_begin["approval"]) == (None, None)
+    assert (found_end["plan_hash"], found_end["approval"]) == ("e" * 64, approval)
+    assert [r.as_dict()["plan_hash"] for r in runs_of(records(log))] == ["f" * 64, "e" * 64]
+
+
+def test_the_inventory_is_recorded_by_its_git_tree(log: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    inv = repo / "inventories" / "lab"
+    inv.mkdir(parents=True)
+    (inv / "consortium.yaml").write_text("name: lab\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "inventory"], check=True)
+    tree = subprocess.run([*git, "rev-parse", "HEAD:inventories/lab"], check=True, capture_output=True, text=True)
+
+    with Operation("onboard", inventory=inv, log_path=log):
+        pass
+    (inv / "consortium.yaml").write_text("name: changed\n")
+    with Operation("onboard", inventory=inv, log_path=log):
+        pass
+    clean, _, dirty, _ = records(log)
+    assert clean["inventory"]["tree"] == tree.stdout.strip() and clean["inventory"]["dirty"] is False
+    assert dirty["inventory"]["tree"] == tree.stdout.strip() and dirty["inventory"]["dirty"] is True
+    assert clean["inventory"]["path"] == str(inv)
 
 
 def test_the_command_line_is_recorded_with_secrets_masked(log: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,7 +40,7 @@ def who_text(run: Run) -> str:
 
 
 def approval_text(run: Run) -> str:
-    approval = run.begin.get("approval")
+    approval = run.latest("approval")
     claimed = (run.begin.get("who") or {}).get("claimed_approver")
     text = _text(approval) if isinstance(approval, dict) and approval else "none (no signed plan)"
     if claimed:
@@ -64,7 +64,7 @@ def _change_row(run: Run) -> dict[str, str]:
         "target": _text(run.target),
         "who": who_text(run),
         "approval": approval_text(run),
-        "plan": str(run.begin.get("plan_hash") or "—"),
+        "plan": str(run.latest("plan_hash") or "—"),
         "inventory": _inventory_text(run),
         "result": f"{run.result}: {error}" if (error := (run.end or {}).get("error")) else run.result,
         "seconds": f"{seconds:.1f}" if isinstance(seconds, int | float) else "—",
@@ -102,7 +102,7 @@ class Report:
 
     def summary(self) -> list[tuple[str, str]]:
         results = Counter(r.result for r in self.runs)
-        approved = sum(1 for r in self.runs if isinstance(r.begin.get("approval"), dict) and r.begin["approval"])
+        approved = sum(1 for r in self.runs if isinstance(r.latest("approval"), dict) and r.latest("approval"))
         return [
             ("changes (runs)", str(len(self.runs))),
             ("results", ", ".join(f"{k} {v}" for k, v in sorted(results.items())) or "—"),

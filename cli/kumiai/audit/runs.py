@@ -43,6 +43,11 @@ class Run:
         target = (self.end or self.begin).get("target")
         return target if isinstance(target, dict) else {}
 
+    def latest(self, name: str) -> Any:
+        """A field as last recorded: the end's value, else the begin's (a plan is often read after the start)."""
+        value = (self.end or {}).get(name)
+        return value if value is not None else self.begin.get(name)
+
     @property
     def started(self) -> datetime | None:
         return parse_time(self.begin.get("time"))
@@ -75,8 +80,8 @@ class Run:
             "command": b.get("command"),
             "git_commit": b.get("git_commit"),
             "inventory": b.get("inventory"),
-            "plan_hash": b.get("plan_hash"),
-            "approval": b.get("approval"),
+            "plan_hash": self.latest("plan_hash"),
+            "approval": self.latest("approval"),
             "tools": b.get("tools"),
             "steps": e.get("steps", []),
             "seq": [b.get("seq"), e.get("seq")],
