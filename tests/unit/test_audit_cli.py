@@ -213,8 +213,26 @@ def test_town_new_is_recorded_with_its_inventory(tmp_path: Path, monkeypatch: py
         (["--key", "~/.ssh/id_ed25519", "plan.json"], ["--key", "~/.ssh/id_ed25519", "plan.json"]),
         (["--town", "nakai", "--since", "90d"], ["--town", "nakai", "--since", "90d"]),
         (["--password"], ["--password"]),
+        (
+            ["kumiai", "psql", "nakai", "--", "-c", "SELECT * FROM 住民"],
+            ["kumiai", "psql", "nakai", "--", "[2 argument(s) passed on, not recorded]"],
+        ),
     ],
-    ids=["option", "inline", "spaces", "api-key", "env", "dsn", "aws", "colon", "url", "key-path", "plain", "last"],
+    ids=[
+        "option",
+        "inline",
+        "spaces",
+        "api-key",
+        "env",
+        "dsn",
+        "aws",
+        "colon",
+        "url",
+        "key-path",
+        "plain",
+        "last",
+        "passed-on",
+    ],
 )
 def test_secrets_are_masked_in_the_command_line(argv: list[str], expected: list[str]) -> None:
     assert mask_argv(argv) == expected

@@ -38,10 +38,12 @@ def mask_argument(arg: str) -> str:
 
 def mask_argv(argv: list[str]) -> list[str]:
     """The command line as it may be recorded: the value after a secret-named option, and every secret inside
-    an argument, masked."""
+    an argument, masked; what follows `--` goes to another program (psql's SQL, say) and is only counted."""
     masked: list[str] = []
     hide_next = False
-    for arg in argv:
+    for index, arg in enumerate(argv):
+        if arg == "--" and not hide_next:
+            return [*masked, "--", f"[{len(argv) - index - 1} argument(s) passed on, not recorded]"]
         masked.append(MASK if hide_next else mask_argument(arg))
         hide_next = bool(_SECRET_OPTION.match(arg)) and not hide_next
     return masked
