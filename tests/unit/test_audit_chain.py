@@ -12,7 +12,7 @@ from cli_helpers import kumiai_in_process
 
 from kumiai.audit.chain import GENESIS, canonical, head_of, seal
 from kumiai.audit.trail import Trail, append, read_anchor, verify
-from kumiai.errors import KumiaiError
+from kumiai.errors import InputError, KumiaiError
 
 RECORDS = 5
 
@@ -256,3 +256,21 @@ def test_audit_verify_fails_and_names_the_first_bad_record(
     data = json.loads(as_json.stdout)
     assert data["ok"] is False
     assert str(named).split(": ", 1)[1] in data["first_bad"]["problem"]
+
+
+def test_an_anchor_in_the_logs_own_directory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "state" / "audit" / "audit.jsonl"
+    monkeypatch.setenv("KUMIAI_AUDIT_ANCHOR", str(log.parent))
+    with pytest.raises(InputError, match=r"KUMIAI_AUDIT_ANCHOR: .* is the log's own directory"):
+        append(Trail.for_log(log), {"event": "begin", "operation": "op"})
+    assert not log.exists()
+
+
+def test_an_anchor_set_elsewhere_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other_site = tmp_path / "site-b" / "kumiai-anchor"
+    monkeypatch.setenv("KUMIAI_AUDIT_ANCHOR", str(other_site))
+    trail = Trail.for_log(tmp_path / "state" / "audit" / "audit.jsonl")
+    append(trail, {"event": "begin", "operation": "op"})
+    assert trail.anchor == other_site / "audit-head.json" and trail.anchor.exists()
+    assert not (tmp_path / "state" / "anchor").exists()
+    assert verify(trail).ok

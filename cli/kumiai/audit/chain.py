@@ -82,7 +82,7 @@ def seal_problem(raw: bytes, record: dict[str, Any], key: bytes) -> str | None:
 
 
 @dataclass(frozen=True)
-class Problem:
+class Flaw:
     """One thing wrong with the log; `line` and `seq` name the first bad record where there is one."""
 
     message: str
@@ -102,7 +102,7 @@ class Problem:
 class Checked:
     records: int
     head: Head | None
-    problems: list[Problem]
+    problems: list[Flaw]
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], bool]:
@@ -118,57 +118,57 @@ def check(data: bytes | None, key: bytes | None, anchor: Head | None) -> Checked
     Every line is checked on its own (sealed by this key, byte for byte) and against the one before it (next
     sequence number, `prev` is its MAC); then the log's end against the anchor.
     """
-    problems: list[Problem] = []
+    problems: list[Flaw] = []
     lines, terminated = split_lines(data) if data else ([], True)
     if not terminated:
-        problems.append(Problem("the last line is not terminated: a write cut short, or an edit", len(lines)))
+        problems.append(Flaw("the last line is not terminated: a write cut short, or an edit", len(lines)))
     prev_seq, prev_mac = 0, GENESIS
     by_seq: dict[int, dict[str, Any]] = {}
     last: dict[str, Any] | None = None
     count = 0
     for number, raw in enumerate(lines, start=1):
         if not raw:
-            problems.append(Problem("a blank line: kumiai never writes one", number))
+            problems.append(Flaw("a blank line: kumiai never writes one", number))
             continue
         count += 1
         record = parse(raw)
         if record is None:
-            problems.append(Problem("not a record: unreadable or damaged bytes", number, prev_seq + 1))
+            problems.append(Flaw("not a record: unreadable or damaged bytes", number, prev_seq + 1))
             prev_seq, prev_mac = prev_seq + 1, ""
             continue
         seq = record.get("seq") if isinstance(record.get("seq"), int) else None
         why = seal_problem(raw, record, key) if key is not None else None
         if why:
-            problems.append(Problem(why, number, seq))
+            problems.append(Flaw(why, number, seq))
         if seq != prev_seq + 1:
             what = "removed, inserted or reordered" if seq is not None else "no sequence number"
-            problems.append(Problem(f"out of sequence after seq {prev_seq}: records {what}", number, seq))
+            problems.append(Flaw(f"out of sequence after seq {prev_seq}: records {what}", number, seq))
         elif prev_mac and record.get("prev") != prev_mac:
-            problems.append(Problem("does not follow the record before it (relinked or reordered)", number, seq))
+            problems.append(Flaw("does not follow the record before it (relinked or reordered)", number, seq))
         prev_seq, prev_mac = seq if seq is not None else prev_seq + 1, str(record.get("mac", ""))
         if seq is not None:
             by_seq[seq] = record
         last = record if key is not None and not why else None  # the head is only what the key vouches for
     if key is not None and anchor is not None and anchor.key_id != key_id(key):
-        problems.append(Problem(f"the anchor was written with another key (key id {anchor.key_id})"))
+        problems.append(Flaw(f"the anchor was written with another key (key id {anchor.key_id})"))
     problems += _against_anchor(data is not None, count, prev_seq, by_seq, anchor)
     return Checked(count, head_of(last) if last is not None else None, problems)
 
 
 def _against_anchor(
     log_exists: bool, count: int, last_seq: int, by_seq: dict[int, dict[str, Any]], anchor: Head | None
-) -> list[Problem]:
+) -> list[Flaw]:
     if anchor is None:
         if count:
-            return [Problem("no anchor: the newest record cannot be confirmed (the anchor was removed?)")]
+            return [Flaw("no anchor: the newest record cannot be confirmed (the anchor was removed?)")]
         return []
     when = f"the anchor's head is seq {anchor.seq}, written {anchor.time}"
     if not log_exists:
-        return [Problem(f"the log is missing: {when}, so {anchor.seq} records were deleted", None, 1)]
+        return [Flaw(f"the log is missing: {when}, so {anchor.seq} records were deleted", None, 1)]
     if last_seq < anchor.seq:
         missing = anchor.seq - last_seq
         return [
-            Problem(
+            Flaw(
                 f"the newest {missing} record(s) are missing: the log ends at seq {last_seq}, {when}",
                 None,
                 last_seq + 1,
@@ -176,10 +176,10 @@ def _against_anchor(
         ]
     anchored = by_seq.get(anchor.seq)
     if anchored is None or anchored.get("mac") != anchor.mac:
-        return [Problem(f"this record is not the one anchored ({when}): the log was rewritten", None, anchor.seq)]
+        return [Flaw(f"this record is not the one anchored ({when}): the log was rewritten", None, anchor.seq)]
     if last_seq > anchor.seq:
         return [
-            Problem(
+            Flaw(
                 f"the anchor is behind the log ({when}, the log ends at seq {last_seq}): a write cut short "
                 "between the log and the anchor, or records added without updating it",
                 None,

@@ -25,8 +25,8 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from kumiai import paths
-from kumiai.audit.chain import Checked, Head, Problem, canonical, check, head_of, parse, seal, seal_problem
-from kumiai.errors import KumiaiError
+from kumiai.audit.chain import Checked, Flaw, Head, canonical, check, head_of, parse, seal, seal_problem
+from kumiai.errors import InputError, KumiaiError, Problem
 
 ANCHOR_FILE = "audit-head.json"
 KEY_BYTES = 32
@@ -193,8 +193,24 @@ def _locked_log(trail: Trail) -> Iterator[IO[bytes]]:
 def append(trail: Trail, record: dict[str, Any]) -> dict[str, Any]:
     """Seal the record after the log's head, append it and copy the new head to the anchor; safe for concurrent
     writers (one flock covers reading the head, appending and anchoring)."""
+    if trail.anchor_dir.absolute() == trail.log.parent.absolute():
+        raise InputError(
+            Problem(
+                "KUMIAI_AUDIT_ANCHOR",
+                "",
+                f"{trail.anchor_dir} is the log's own directory; the anchor must be "
+                "kept apart from the log (by default <state>/anchor, in production the other site's storage)",
+            )
+        )
     if not trail.log.exists() and trail.anchor.exists():
         raise _refuse(trail, f"the log is missing but its anchor {trail.anchor} exists")
+    try:
+        return _append(trail, record)
+    except OSError as exc:
+        raise KumiaiError(f"the audit trail cannot be written ({exc}); a change is never made unrecorded") from None
+
+
+def _append(trail: Trail, record: dict[str, Any]) -> dict[str, Any]:
     with _locked_log(trail) as fh:
         last = _last_line(fh)
         anchor = read_anchor(trail)
@@ -218,7 +234,7 @@ class Verification:
         return not self.checked.problems
 
     @property
-    def problems(self) -> list[Problem]:
+    def problems(self) -> list[Flaw]:
         return self.checked.problems
 
     def as_dict(self) -> dict[str, Any]:
@@ -256,17 +272,17 @@ def _loose_modes(trail: Trail) -> list[str]:
 
 def verify(trail: Trail) -> Verification:
     """Check the log against its key and anchor."""
-    problems: list[Problem] = []
+    problems: list[Flaw] = []
     key = None
     try:
         key = _read_key(trail)
     except KumiaiError as exc:
-        problems.append(Problem(exc.message))
+        problems.append(Flaw(exc.message))
     data, anchor, anchor_problem = read_log(trail)
     if anchor_problem:
-        problems.append(Problem(anchor_problem))
+        problems.append(Flaw(anchor_problem))
     if key is None and not problems and (data or anchor is not None):
-        problems.append(Problem(f"the audit key {trail.key} is missing: no record can be checked"))
+        problems.append(Flaw(f"the audit key {trail.key} is missing: no record can be checked"))
     checked = check(data, key, anchor)
     checked = Checked(checked.records, checked.head, problems + checked.problems)
     return Verification(trail, checked, _loose_modes(trail))
