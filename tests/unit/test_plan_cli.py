@@ -107,3 +107,61 @@ def test_one_town_one_site(tmp_path: Path, env: dict[str, str]) -> None:
     data = json.loads(r.stdout)
     assert data["towns"] == ["nakai"] and data["sites"] == ["site-b"] and data["stacks"] == 1
     assert [p.name for p in (tmp_path / "m").iterdir() if p.is_dir()] == ["site-b"]
+
+
+def _cache_entry(state: Path, site: str, town: str) -> Path:
+    entries = [
+        p
+        for p in (state / "cache" / "render").glob("*/*.json")
+        if (data := json.loads(p.read_text(encoding="utf-8"))) and data[0]["site"] == site and data[0]["town"] == town
+    ]
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def test_a_poisoned_cache_entry_is_caught_not_trusted(tmp_path: Path, env: dict[str, str]) -> None:
+    first = kumiai("--inventory", LAB, "plan", "--no-validate", "--workers", "1", "--json", env=env)
+    assert first.code == 0, first.stderr
+    entry = _cache_entry(tmp_path / "state", "site-a", "nakai")
+    resources = json.loads(entry.read_text(encoding="utf-8"))
+    resources.append(
+        {
+            "site": "site-a",
+            "town": "nakai",
+            "type": "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
+            "name": "nakai-root",
+            "inputs": {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "nakai-root", "labels": {"kumiai.io/town": "nakai"}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "Group", "name": "system:authenticated"}],
+            },
+        }
+    )
+    entry.write_text(json.dumps(resources), encoding="utf-8")
+    # The index still says this stack has no violations: it is not asked.
+    again = kumiai("--inventory", LAB, "plan", "--no-validate", "--json", env=env)
+    assert again.code == 1, again.stderr
+    data = json.loads(again.stdout)
+    assert data["rendered"] == 0  # served from the cache, and checked all the same
+    caught = [v for v in data["policy"]["violations"] if "nakai-root" in v["resource"]]
+    assert caught and {v["rule"] for v in caught} >= {"rbac-scope"} and {v["site"] for v in caught} == {"site-a"}
+
+
+def test_a_cache_entry_that_is_not_json_is_rendered_again(tmp_path: Path, env: dict[str, str]) -> None:
+    assert kumiai("--inventory", LAB, "plan", "--no-validate", "--workers", "1", env=env).code == 0
+    _cache_entry(tmp_path / "state", "site-b", "manazuru").write_text("[{", encoding="utf-8")
+    again = kumiai("--inventory", LAB, "plan", "--no-validate", "--json", env=env)
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["rendered"] == 1
+
+
+def test_a_cached_plan_equals_a_plan_without_cache(tmp_path: Path, env: dict[str, str]) -> None:
+    cold = tmp_path / "cold.json"
+    assert kumiai("--inventory", LAB, "plan", "--no-validate", "--no-cache", "--out", cold, env=env).code == 0
+    warm = tmp_path / "warm.json"
+    warmed = kumiai("--inventory", LAB, "plan", "--no-validate", "--out", warm, "--json", env=env)
+    assert warmed.code == 0 and json.loads(warmed.stdout)["rendered"] == 0
+    a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (cold, warm))
+    assert a["resources_hash"] == b["resources_hash"] and a["policy"] == b["policy"]

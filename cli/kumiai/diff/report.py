@@ -257,7 +257,8 @@ def html_page(d: InventoryDiff) -> str:
         body += [
             "<h2>Summary</h2><ul>",
             f"<li>towns added: {_h(_towns_line(d, ADD))}</li>",
-            f"<li>towns removed: <span class=remove>{_h(_towns_line(d, REMOVE))}</span></li>",
+            f"<li>towns removed: <span class={REMOVE if any(t.status == REMOVE for t in d.towns) else 'none'}>"
+            f"{_h(_towns_line(d, REMOVE))}</span></li>",
             f"<li>towns changed: {_h(_towns_line(d, CHANGE))}</li>",
             f"<li>towns unchanged: {d.unchanged_towns}</li>",
             f"<li>resources: {_h(_counts(d))}</li></ul>",
