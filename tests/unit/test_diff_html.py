@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import clean_env, kumiai
 from git_helpers import commit_all, edit, repo_with_inventory
+
 from support.browser import rendered_dom, screenshot
 
 
