@@ -6,6 +6,7 @@ it), with its own inventory copy, lab directory and state directory (vault key, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -81,13 +82,20 @@ def _answers(address: str, port: int) -> bool:
 
 
 # The tests' lab runs on its own loopback networks, so a lab left running by `make demo` (127.0.1.0/24 and
-# 127.0.2.0/24) is neither disturbed nor in the way.
-TEST_NETWORKS = {"127.0.1.0/24": "127.0.11.0/24", "127.0.2.0/24": "127.0.12.0/24"}
+# 127.0.2.0/24) is neither disturbed nor in the way. KUMIAI_TEST_NETWORKS="127.0.21.0/24,127.0.22.0/24" moves it,
+# so two test runs can share a machine.
+LAB_NETWORKS = ("127.0.1.0/24", "127.0.2.0/24")
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
-    etcd_hosts = [net.replace(".0/24", ".1") for net in TEST_NETWORKS.values()]
+def networks(variable: str, default: str) -> dict[str, str]:
+    """The lab inventory's site networks -> the ones a test lab uses instead (from `variable`, else `default`)."""
+    return dict(zip(LAB_NETWORKS, os.environ.get(variable, default).split(","), strict=True))
+
+
+@contextlib.contextmanager
+def build_lab(test_networks: dict[str, str], towns: list[str] | None = None) -> Iterator[Lab]:
+    """A lab built from nothing by `kumiai lab up` on these networks, in a directory of its own; removed after."""
+    etcd_hosts = [net.replace(".0/24", ".1") for net in test_networks.values()]
     if any(_answers(host, 2379) for host in etcd_hosts):
         pytest.fail(f"another test lab is running on {', '.join(etcd_hosts)}: stop it first (kumiai lab down)")
     base = Path(tempfile.mkdtemp(prefix="kumiai-it-", dir="/var/tmp"))
@@ -96,7 +104,7 @@ def lab() -> Iterator[Lab]:
     shutil.copytree(ROOT / "inventories" / "lab", inventory)
     consortium = inventory / "consortium.yaml"
     text = consortium.read_text(encoding="utf-8")
-    for lab_net, test_net in TEST_NETWORKS.items():
+    for lab_net, test_net in test_networks.items():
         assert lab_net in text
         text = text.replace(lab_net, test_net)
     consortium.write_text(text, encoding="utf-8")
@@ -111,12 +119,19 @@ def lab() -> Iterator[Lab]:
     )
     lab = Lab(base=base, inventory=inventory, lab_dir=base / "lab", state_dir=base / "state", env=env)
     try:
-        up = lab.kumiai("lab", "up", timeout=LAB_UP_TIMEOUT_S)
+        up = lab.kumiai("lab", "up", *(["--towns", ",".join(towns)] if towns else []), timeout=LAB_UP_TIMEOUT_S)
         assert up.code == 0, f"kumiai lab up failed: {up}"
         yield lab
     finally:
         lab.kumiai("lab", "down", "--purge", timeout=300)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The lab most integration tests share (built once per session); tests leave it as they found it."""
+    with build_lab(networks("KUMIAI_TEST_NETWORKS", "127.0.11.0/24,127.0.12.0/24")) as built:
+        yield built
 
 
 def run_playbook(lab: Lab, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:

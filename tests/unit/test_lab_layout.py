@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from pathlib import Path
 
 import pytest
 
-from kumiai.errors import KumiaiError
-from kumiai.inventory import load_inventory
 from kumiai.datalayer.ansible_inventory import build_inventory
+from kumiai.datalayer.patroni import config_differs, desired_config
+from kumiai.errors import KumiaiError
+from kumiai.inventory import Inventory, load_inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots, member_address
 from kumiai.lab.slots import assign_slots, read_slots
+from kumiai.models import Placement
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "inventories" / "lab"
@@ -109,16 +112,83 @@ def test_a_lab_directory_the_postgres_user_cannot_reach_is_refused(tmp_path: Pat
 
 
 def test_onboarding_input_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    from kumiai.datalayer.onboard import check_towns
     from kumiai.errors import InputError
-    from kumiai.lab.lifecycle import check_capacity, check_towns
+    from kumiai.lab.target import LabTarget
 
     inv = load_inventory(LAB)
     check_towns(inv, ["nakai", "kiyokawa"])
     with pytest.raises(InputError) as err:
         check_towns(inv, ["nakai", "atlantis", "lemuria"])
     assert len(err.value.problems) == 2 and err.value.exit_code == 2
-    check_capacity(inv, tmp_path, ["nakai"])
+    target = LabTarget(inv, tmp_path)
+    target.check_capacity(["nakai"])
     # More towns than a site network holds: refused up front.
     assign_slots(tmp_path, [f"t{i}" for i in range(max_slots(NET_A))])
     with pytest.raises(InputError, match="room for"):
-        check_capacity(inv, tmp_path, ["nakai"])
+        target.check_capacity(["nakai"])
+
+
+def _failed_over(inv: Inventory, town_id: str) -> Inventory:
+    """The inventory after a failover of one town to site-b (its placement swapped)."""
+    town = inv.towns[town_id].model_copy(update={"placement": Placement(primary="site-b", dr="site-a")})
+    return dataclasses.replace(inv, towns={**inv.towns, town_id: town})
+
+
+def test_repos_are_numbered_by_site_and_a_failover_keeps_the_numbers(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    before = build_layout(tmp_path, inv, {"nakai": 0}).towns["nakai"]
+    after = build_layout(tmp_path, _failed_over(inv, "nakai"), {"nakai": 0}).towns["nakai"]
+    assert (after.primary_site, after.dr_site) == ("site-b", "site-a")
+    expected = [(1, "site-a", tmp_path / "site-a/backup"), (2, "site-b", tmp_path / "site-b/backup")]
+    assert [(r.number, r.site, r.path) for r in before.repos] == expected
+    assert [(r.number, r.site, r.path) for r in after.repos] == expected
+    # Members keep their addresses and directories: only their roles change.
+    assert before.members == after.members
+
+
+def test_cluster_settings_follow_the_placement(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    town = build_layout(tmp_path, inv, {"nakai": 0}).towns["nakai"]
+    assert desired_config(town, "site-a") == {
+        "standby_cluster": None,
+        "synchronous_mode": True,
+        "slots": {"kumiai_dr_site_b": {"type": "physical"}},
+    }
+    assert desired_config(town, "site-b") == {
+        "standby_cluster": {
+            "host": "127.0.1.11,127.0.1.12",
+            "port": 5432,
+            "primary_slot_name": "kumiai_dr_site_b",
+            "create_replica_methods": ["basebackup"],
+        },
+        "synchronous_mode": False,
+        "slots": None,
+    }
+    swapped = build_layout(tmp_path, _failed_over(inv, "nakai"), {"nakai": 0}).towns["nakai"]
+    assert desired_config(swapped, "site-b")["slots"] == {"kumiai_dr_site_a": {"type": "physical"}}
+    assert desired_config(swapped, "site-a")["standby_cluster"]["host"] == "127.0.2.11,127.0.2.12"
+    assert desired_config(swapped, "site-a")["standby_cluster"]["primary_slot_name"] == "kumiai_dr_site_a"
+
+
+def test_config_differs_names_only_what_must_change() -> None:
+    desired = {"standby_cluster": None, "synchronous_mode": True, "slots": {"s": {"type": "physical"}}}
+    running = {"ttl": 20, "synchronous_mode": True, "slots": {"s": {"type": "physical"}}}
+    assert config_differs(running, desired) == []
+    assert config_differs({**running, "standby_cluster": {"host": "x"}}, desired) == ["standby_cluster"]
+    assert config_differs({"synchronous_mode": False}, desired) == ["slots", "synchronous_mode"]
+    # An absent key, false and null are one thing to Patroni.
+    assert config_differs({}, {"synchronous_mode": False, "slots": None}) == []
+
+
+def test_the_ansible_inventory_follows_a_failover(tmp_path: Path) -> None:
+    inv = _failed_over(load_inventory(LAB), "nakai")
+    data = build_inventory(inv, build_layout(tmp_path, inv, {"nakai": 0}), bin_dir=Path("/b"), python=Path("/b/p"))
+    assert sorted(data["primary_members"]["hosts"]) == ["nakai-site-b-1", "nakai-site-b-2"]
+    hv = data["_meta"]["hostvars"]
+    assert hv["nakai-site-a-1"]["kumiai_cluster_mode"] == "standby"
+    assert hv["nakai-site-a-1"]["kumiai_primary_addresses"] == ["127.0.2.11", "127.0.2.12"]
+    assert [r["number"] for r in hv["nakai-site-a-1"]["kumiai_repos"]] == [1, 2]
+    assert hv["nakai-site-a-1"]["kumiai_patroni_dynamic_config"]["standby_cluster"]["primary_slot_name"] == (
+        "kumiai_dr_site_a"
+    )

@@ -63,11 +63,17 @@ def _backup(label: str, repo: int, stop: int) -> dict[str, object]:
 
 def test_last_backup_per_repo() -> None:
     info = [{"backup": [_backup("1F", 1, 100), _backup("2F", 2, 110), _backup("3F", 1, 120)]}]
-    last = parse_backups(info, 2)
+    last = parse_backups(info, [1, 2])
     assert last[1] is not None and last[1].label == "3F"
     assert last[2] is not None and last[2].label == "2F"
-    assert parse_backups([{"backup": [_backup("1F", 1, 100)]}], 2)[2] is None
-    assert parse_backups([], 2) == {1: None, 2: None}
+    assert parse_backups([{"backup": [_backup("1F", 1, 100)]}], [1, 2])[2] is None
+    assert parse_backups([], [1, 2]) == {1: None, 2: None}
+    # Repos are numbered by site: a town at the consortium's sites 1 and 3 has repos 1 and 3, and a backup in a
+    # repo the town does not use is not reported.
+    assert parse_backups([{"backup": [_backup("1F", 3, 100), _backup("2F", 2, 110)]}], [1, 3]) == {
+        1: None,
+        3: parse_backups([{"backup": [_backup("1F", 3, 100)]}], [3])[3],
+    }
 
 
 def test_supervisor_status_lines() -> None:

@@ -1,43 +1,44 @@
-"""The Ansible inventory, derived from the models and the lab's slots (never a second hand-written copy).
+"""The Ansible inventory, derived from the models and a target's topology (never a second hand-written copy).
 
-`kumiai-ansible-inventory --list` prints it for ansible-playbook (`-i` takes the executable). It reads the
-inventory directory named by KUMIAI_INVENTORY (default inventories/lab) and the lab directory
-(KUMIAI_LAB_DIR, default .kumiai/lab).
+`kumiai-ansible-inventory --list` prints it for ansible-playbook (`-i` takes the executable); see
+kumiai.targets for how it finds the inventory directory and the target.
 
 Hosts and groups:
-- one service host per site (`site-a`, ...) in group `sites`: its supervisord, etcd and backup storage;
+- one service host per site (`site-a`, ...) in group `sites`: its process manager, etcd and backup storage;
 - one host per town member (`nakai-site-a-1`, ...) in groups `members`, `primary_members` or `dr_members`
-  (by the town's placement), `town_<id>`, `site_<id>` and `town_<id>_<site>`.
-Only towns holding a slot (onboarded or being onboarded) have member hosts.
+  (by the town's current placement), `town_<id>`, `site_<id>` and `town_<id>_<site>`.
+Only towns of the topology (onboarded or being onboarded) have member hosts.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from kumiai import paths
-from kumiai.errors import KumiaiError
-from kumiai.inventory import Inventory, load_inventory
-from kumiai.lab.layout import (
+from kumiai.datalayer.hostvars import town_vars
+from kumiai.datalayer.patroni import desired_config
+from kumiai.datalayer.topology import (
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
     MEMBERS_PER_SITE,
     PG_PORT,
     REPLICATION_USER,
     REST_PORT,
-    LabLayout,
-    build_layout,
+    Topology,
     group_name,
 )
-from kumiai.lab.slots import read_slots
+from kumiai.inventory import Inventory
 
 
-def build_inventory(inv: Inventory, layout: LabLayout, *, bin_dir: Path, python: Path) -> dict[str, Any]:
+def build_inventory(
+    inv: Inventory,
+    topology: Topology,
+    *,
+    bin_dir: Path,
+    python: Path,
+    service_manager: str = "supervisor",
+    install_packages: bool = False,
+) -> dict[str, Any]:
     """The `--list` document of Ansible's script inventory format."""
     hostvars: dict[str, dict[str, Any]] = {}
     groups: dict[str, dict[str, Any]] = {
@@ -50,7 +51,7 @@ def build_inventory(inv: Inventory, layout: LabLayout, *, bin_dir: Path, python:
     def add(group: str, host: str) -> None:
         groups.setdefault(group, {"hosts": []})["hosts"].append(host)
 
-    for site in layout.sites:
+    for site in topology.sites:
         hostvars[site.host] = {
             "kumiai_site": site.id,
             "kumiai_site_role": site.role,
@@ -66,20 +67,18 @@ def build_inventory(inv: Inventory, layout: LabLayout, *, bin_dir: Path, python:
         add("sites", site.host)
         add(f"site_{group_name(site.id)}", site.host)
 
-    for town in layout.towns.values():
-        primary = layout.site(town.primary_site)
-        repos = [
-            {"path": str(layout.site(town.primary_site).repo_path)},
-            {"path": str(layout.site(town.dr_site).repo_path)},
-        ]
+    for town in topology.towns.values():
+        common = town_vars(inv, inv.towns[town.id])
+        repos = [{"number": r.number, "site": r.site, "path": str(r.path)} for r in town.repos]
         for member in town.members:
-            site = layout.site(member.site)
+            site = topology.site(member.site)
             is_primary = member.site == town.primary_site
             hostvars[member.name] = {
-                "kumiai_town": town.id,
+                **common,
                 "kumiai_site": member.site,
                 "kumiai_cluster_mode": "primary" if is_primary else "standby",
                 "kumiai_member_name": member.name,
+                "kumiai_member_index": member.index,
                 "kumiai_member_address": member.address,
                 "kumiai_member_dir": str(member.dir),
                 "kumiai_data_dir": str(member.data_dir),
@@ -91,14 +90,14 @@ def build_inventory(inv: Inventory, layout: LabLayout, *, bin_dir: Path, python:
                 "kumiai_supervisor_dir": str(site.supervisor_dir),
                 "kumiai_etcd_hosts": [site.etcd_endpoint],
                 "kumiai_site_members": MEMBERS_PER_SITE,
-                "kumiai_primary_addresses": [m.address for m in town.at(primary.id)],
+                "kumiai_primary_addresses": [m.address for m in town.at(town.primary_site)],
                 "kumiai_dr_slot_name": town.dr_slot_name,
+                "kumiai_patroni_dynamic_config": desired_config(town, member.site),
                 "kumiai_database": town.database,
                 "kumiai_app_user": town.app_user,
                 "kumiai_replication_user": REPLICATION_USER,
                 "kumiai_repos": repos,
-                "kumiai_retention_full": inv.towns[town.id].protection.retention_full,
-                "kumiai_secrets_file": str(layout.secrets_file(town.id)),
+                "kumiai_secrets_file": str(topology.secrets_file(town.id)),
             }
             add("members", member.name)
             add("primary_members" if is_primary else "dr_members", member.name)
@@ -112,41 +111,10 @@ def build_inventory(inv: Inventory, layout: LabLayout, *, bin_dir: Path, python:
             "ansible_connection": "local",
             "ansible_python_interpreter": str(python),
             "kumiai_consortium": inv.consortium.name,
-            "kumiai_lab_dir": str(layout.dir),
-            "kumiai_service_manager": "supervisor",
-            "kumiai_install_packages": False,
+            "kumiai_lab_dir": str(topology.dir),
+            "kumiai_service_manager": service_manager,
+            "kumiai_install_packages": install_packages,
             "kumiai_bin_dir": str(bin_dir),
         },
     }
     return {**groups, "_meta": {"hostvars": hostvars}}
-
-
-def current_inventory() -> dict[str, Any]:
-    """The inventory for the environment this process runs in (what ansible-playbook asks for)."""
-    inv = load_inventory(Path(os.environ.get("KUMIAI_INVENTORY", "inventories/lab")))
-    lab_dir = paths.lab_dir()
-    layout = build_layout(lab_dir, inv, read_slots(lab_dir))
-    # The virtual environment running this script holds patroni, supervisord and the Ansible modules' needs.
-    bin_dir = Path(sys.executable).parent
-    return build_inventory(inv, layout, bin_dir=bin_dir, python=bin_dir / "python")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Ansible inventory derived from a kumiai inventory directory.")
-    parser.add_argument("--list", action="store_true", help="print the whole inventory")
-    parser.add_argument("--host", help="print one host's variables (all are in --list already)")
-    args = parser.parse_args(argv)
-    try:
-        data = current_inventory()
-    except KumiaiError as exc:
-        print(exc.message, file=sys.stderr)
-        return exc.exit_code
-    if args.host:
-        print(json.dumps(data["_meta"]["hostvars"].get(args.host, {})))
-    else:
-        print(json.dumps(data, indent=1, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kumiai import paths
-from kumiai.errors import KumiaiError
 from kumiai.datalayer.secrets import ensure_vault_key
+from kumiai.errors import KumiaiError
 
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
 
@@ -76,7 +77,9 @@ def tool(name: str) -> Path:
     return Path(found)
 
 
-def playbook_env(inventory_path: Path, lab_dir: Path) -> dict[str, str]:
+def playbook_env(target_env: Mapping[str, str]) -> dict[str, str]:
+    """ansible-playbook's environment: the project's configuration, the vault key, and what the target's inventory
+    script needs to find the inventory and the target (`target_env`)."""
     root = paths.project_root()
     return {
         **os.environ,
@@ -85,28 +88,26 @@ def playbook_env(inventory_path: Path, lab_dir: Path) -> dict[str, str]:
         "ANSIBLE_VAULT_PASSWORD_FILE": str(ensure_vault_key()),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
-        "KUMIAI_INVENTORY": str(inventory_path.absolute()),
-        "KUMIAI_LAB_DIR": str(lab_dir),
         "PYTHONUNBUFFERED": "1",
+        **target_env,
     }
 
 
 def run_playbook(
     name: str,
     *,
-    inventory_path: Path,
-    lab_dir: Path,
+    target_env: Mapping[str, str],
+    logs: Path,
     limit: str | None = None,
     check: bool = False,
     extra_args: list[str] | None = None,
     echo: bool = False,
 ) -> PlaybookResult:
-    """Run playbooks/<name> and return its recap. Output goes to a log under the lab directory.
+    """Run playbooks/<name> with the derived inventory and return its recap. Output goes to a log in `logs`.
 
     Secrets never appear there: every task that handles them has no_log.
     """
     root = paths.project_root()
-    logs = lab_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     log = logs / f"{stamp}-{Path(name).stem}{'-check' if check else ''}.log"
@@ -126,7 +127,7 @@ def run_playbook(
         proc = subprocess.Popen(
             cmd,
             cwd=root,
-            env=playbook_env(inventory_path, lab_dir),
+            env=playbook_env(target_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -6,18 +6,17 @@ running services.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import urllib.error
-import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
 
-from kumiai.lab.layout import SUPERUSER, MemberLayout, TownLayout
+from kumiai.datalayer import pgbackrest
+from kumiai.datalayer.patroni import cluster_view
 from kumiai.datalayer.secrets import TownSecrets
+from kumiai.datalayer.topology import PG_PORT, SUPERUSER, MemberLayout, TownLayout
 
 LEADER_ROLES = ("leader", "standby_leader")
 
@@ -117,9 +116,9 @@ def parse_cluster(site: str, kind: str, view: dict[str, Any] | None) -> ClusterS
     return ClusterStatus(site=site, kind=kind, reachable=True, leader=leader, members=members)
 
 
-def parse_backups(info: list[dict[str, Any]], repos: int) -> dict[int, Backup | None]:
+def parse_backups(info: list[dict[str, Any]], repos: Sequence[int]) -> dict[int, Backup | None]:
     """pgbackrest info --output=json for one stanza -> the newest backup of each repo (None: no backup)."""
-    last: dict[int, Backup | None] = dict.fromkeys(range(1, repos + 1))
+    last: dict[int, Backup | None] = dict.fromkeys(repos)
     stanza = info[0] if info else {}
     for b in stanza.get("backup", []):
         repo = int(b.get("database", {}).get("repo-key", 0))
@@ -138,17 +137,6 @@ def parse_backups(info: list[dict[str, Any]], repos: int) -> dict[int, Backup | 
     return last
 
 
-def fetch_cluster_view(members: tuple[MemberLayout, ...], timeout: float = 2.0) -> dict[str, Any] | None:
-    """The cluster view from the first member that answers (any member answers for the whole cluster)."""
-    for m in members:
-        try:
-            with urllib.request.urlopen(f"{m.rest_url}/cluster", timeout=timeout) as resp:
-                return json.loads(resp.read())
-        except (OSError, urllib.error.URLError, ValueError):
-            continue
-    return None
-
-
 def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets) -> Lag | None:
     """Bytes and seconds the DR standby leader's replay is behind the primary leader."""
     sql = (
@@ -159,7 +147,7 @@ def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets
     try:
         conn = psycopg2.connect(
             host=leader.address,
-            port=5432,
+            port=PG_PORT,
             user=SUPERUSER,
             password=secrets.superuser_password,
             dbname="postgres",
@@ -183,35 +171,14 @@ def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets
     return Lag(bytes=lag_bytes, seconds=seconds if lag_bytes > 0 else 0.0)
 
 
-def pgbackrest_info(member: MemberLayout, stanza: str) -> list[dict[str, Any]]:
-    """pgbackrest info, run as postgres (the configuration holds the town's passphrase and is postgres's only)."""
-    cmd = [
-        "/usr/bin/setpriv",
-        "--reuid=postgres",
-        "--regid=postgres",
-        "--init-groups",
-        "/usr/bin/pgbackrest",
-        f"--config={member.pgbackrest_config}",
-        f"--stanza={stanza}",
-        "--output=json",
-        "info",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    if out.returncode != 0:
-        return []
-    try:
-        return json.loads(out.stdout)
-    except ValueError:
-        return []
-
-
-def gather_town_status(town: TownLayout, secrets: TownSecrets | None) -> TownStatus:
-    primary = parse_cluster(town.primary_site, "primary", fetch_cluster_view(town.at(town.primary_site)))
-    dr = parse_cluster(town.dr_site, "standby", fetch_cluster_view(town.at(town.dr_site)))
+def gather_town_status(town: TownLayout, secrets: TownSecrets | None, run_as: Sequence[str]) -> TownStatus:
+    primary = parse_cluster(town.primary_site, "primary", cluster_view(town.at(town.primary_site)))
+    dr = parse_cluster(town.dr_site, "standby", cluster_view(town.at(town.dr_site)))
     leader = next((m for m in town.at(town.primary_site) if m.name == primary.leader), None)
     lag = None
     if leader is not None and dr.leader is not None and secrets is not None:
         lag = query_dr_lag(leader, dr.leader, secrets)
-    # Any member's configuration names both repos; the primary site's first member always has one.
-    info = pgbackrest_info(town.at(town.primary_site)[0], town.id)
-    return TownStatus(town=town.id, primary=primary, dr=dr, dr_lag=lag, backups=parse_backups(info, 2))
+    # Every member's configuration names every repo; the primary site's first member always has one.
+    info = pgbackrest.info(run_as, town.at(town.primary_site)[0])
+    backups = parse_backups(info, [r.number for r in town.repos])
+    return TownStatus(town=town.id, primary=primary, dr=dr, dr_lag=lag, backups=backups)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import time
 import xmlrpc.client
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from kumiai.errors import KumiaiError
-from kumiai.lab.layout import SiteLayout
 from kumiai.datalayer.runner import tool
+from kumiai.datalayer.topology import SiteLayout
+from kumiai.errors import KumiaiError
 
 
 def supervisorctl(site: SiteLayout, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -67,22 +68,30 @@ def _process_infos(proxy: xmlrpc.client.ServerProxy) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], proxy.supervisor.getAllProcessInfo())
 
 
-def stop_programs(sites: list[SiteLayout], prefix: str, timeout: float = 120) -> None:
-    """Stop the matching programs of all these sites at once and wait until they are down.
+def stop_programs(
+    sites: list[SiteLayout], prefix: str, timeout: float = 120, *, only: Collection[str] | None = None
+) -> None:
+    """Stop the programs named with `prefix` (and, given `only`, in it) of all these sites at once; wait until down.
 
     supervisord's own shutdown stops programs one after the other: a Patroni replica then sees its leader go,
     takes over and is stopped in the middle of that. Stopping every member of a cluster together avoids it.
     """
+
+    def matches(info: dict[str, Any]) -> bool:
+        return (
+            info["name"].startswith(prefix) and (only is None or info["name"] in only) and info["statename"] in ACTIVE
+        )
+
     running = [s for s in sites if is_running(s)]
     for site in running:
         proxy = _rpc(site)
         for info in _process_infos(proxy):
-            if info["name"].startswith(prefix) and info["statename"] in ACTIVE:
+            if matches(info):
                 proxy.supervisor.stopProcess(f"{info['group']}:{info['name']}", False)
     deadline = time.monotonic() + timeout
     for site in running:
         proxy = _rpc(site)
-        while any(i["name"].startswith(prefix) and i["statename"] in ACTIVE for i in _process_infos(proxy)):
+        while any(matches(i) for i in _process_infos(proxy)):
             if time.monotonic() > deadline:
                 raise KumiaiError(f"programs {prefix}* of {site.id} did not stop within {timeout:.0f} s")
             time.sleep(0.2)
@@ -100,3 +109,38 @@ def shutdown(site: SiteLayout, timeout: float = 120) -> bool:
             raise KumiaiError(f"supervisord of {site.id} (pid {pid}) did not stop within {timeout:.0f} s")
         time.sleep(0.2)
     return True
+
+
+def start_programs(site: SiteLayout, programs: Sequence[str], timeout: float = 60) -> None:
+    """Start programs supervisord already knows (their files are written by the process_supervisor role)."""
+    if not programs:
+        return
+    proxy = _rpc(site)
+    for name in programs:
+        try:
+            proxy.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" not in fault.faultString:
+                raise KumiaiError(f"{site.id}: cannot start {name}: {fault.faultString}") from None
+    deadline = time.monotonic() + timeout
+    while any(i["name"] in programs and i["statename"] != "RUNNING" for i in _process_infos(proxy)):
+        if time.monotonic() > deadline:
+            raise KumiaiError(f"{site.id}: {', '.join(programs)} did not start within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+class SupervisorServices:
+    """The lab's service manager: one supervisord per site (kumiai.datalayer.target.ServiceManager)."""
+
+    def __init__(self, sites: Sequence[SiteLayout]) -> None:
+        self._sites = {s.id: s for s in sites}
+
+    def start(self, site: str, programs: Sequence[str]) -> None:
+        start_programs(self._sites[site], programs)
+
+    def stop(self, site: str, programs: Sequence[str]) -> None:
+        wanted = set(programs)
+        stop_programs([self._sites[site]], "", only=wanted)
+
+    def states(self, site: str) -> dict[str, str]:
+        return program_states(self._sites[site])

@@ -1,0 +1,88 @@
+"""Patroni's REST API: the cluster view, and cluster-wide settings changed on a running cluster.
+
+Cluster-wide settings (standby_cluster, synchronous_mode, slots) live in the DCS; `PATCH /config` changes them on a
+running cluster (Patroni merges the patch, and a null removes a key). Promotion and demotion of a site are such
+changes: see `desired_config` for what each role of a site means.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from kumiai.datalayer.topology import PG_PORT, MemberLayout, TownLayout, slot_name
+from kumiai.errors import KumiaiError
+
+
+def _request(url: str, *, method: str = "GET", body: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        text = resp.read()
+    return json.loads(text) if text.strip() else None
+
+
+def cluster_view(members: Sequence[MemberLayout], timeout: float = 2.0) -> dict[str, Any] | None:
+    """The cluster view from the first member that answers (any member answers for the whole cluster)."""
+    for m in members:
+        try:
+            return _request(f"{m.rest_url}/cluster", timeout=timeout)
+        except (OSError, urllib.error.URLError, ValueError):
+            continue
+    return None
+
+
+def get_config(members: Sequence[MemberLayout]) -> dict[str, Any]:
+    """The cluster-wide (dynamic) configuration, from the first member that answers."""
+    for m in members:
+        try:
+            return dict(_request(f"{m.rest_url}/config"))
+        except (OSError, urllib.error.URLError, ValueError, TypeError):
+            continue
+    raise KumiaiError(f"no member of {members[0].town} at {members[0].site} answers on Patroni's REST API")
+
+
+def patch_config(members: Sequence[MemberLayout], patch: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /config through the first member that answers; returns the configuration Patroni now holds."""
+    errors = []
+    for m in members:
+        try:
+            return dict(_request(f"{m.rest_url}/config", method="PATCH", body=patch, timeout=10.0))
+        except urllib.error.HTTPError as exc:
+            errors.append(f"{m.name}: HTTP {exc.code}")
+        except (OSError, urllib.error.URLError, ValueError, TypeError) as exc:
+            errors.append(f"{m.name}: {exc}")
+    raise KumiaiError(f"could not change the cluster settings of {members[0].town} at {members[0].site}: {errors}")
+
+
+def desired_config(town: TownLayout, site_id: str) -> dict[str, Any]:
+    """The cluster-wide settings of the town's cluster at a site, for the town's current placement.
+
+    The primary site's cluster runs synchronous mode inside the site and keeps a permanent slot for the DR site's
+    standby cluster; the DR site's cluster is a standby cluster streaming from the primary site's members through
+    that slot. Nulls remove a key, so the same patch turns one role into the other.
+    """
+    if site_id == town.primary_site:
+        return {
+            "standby_cluster": None,
+            "synchronous_mode": True,
+            "slots": {slot_name(town.dr_site): {"type": "physical"}},
+        }
+    return {
+        "standby_cluster": {
+            "host": ",".join(m.address for m in town.at(town.primary_site)),
+            "port": PG_PORT,
+            "primary_slot_name": slot_name(site_id),
+            "create_replica_methods": ["basebackup"],
+        },
+        "synchronous_mode": False,
+        "slots": None,
+    }
+
+
+def config_differs(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    """Keys of `desired` whose value the running configuration does not have (a null: the key is absent)."""
+    return sorted(k for k, v in desired.items() if (current.get(k) or None) != (v or None))

@@ -1,0 +1,64 @@
+"""The seam between the data layer and where it runs.
+
+Everything that onboards, inspects, backs up, drills or fails over a town works through a Target: where the
+pieces are (`topology`), whether a site is up, how to run a playbook, how to run a command as the town's OS
+identity, how to start and stop a member's processes. The lab (kumiai.lab.target) is one implementation; real
+hosts are another. As Patroni hides each DCS behind one abstract class, nothing above this module knows which
+target it drives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from kumiai.datalayer.runner import PlaybookResult
+from kumiai.datalayer.topology import Topology
+from kumiai.inventory import Inventory
+
+
+class ServiceManager(Protocol):
+    """Runs the long-lived processes of a site (supervisord in the lab, systemd on real hosts)."""
+
+    def start(self, site: str, programs: Sequence[str]) -> None:
+        """Start these programs of a site (already defined by the roles) and return once started."""
+
+    def stop(self, site: str, programs: Sequence[str]) -> None:
+        """Stop these programs of a site and wait until they are down."""
+
+    def states(self, site: str) -> dict[str, str]:
+        """Program name -> state (RUNNING, STOPPED, ...) at a site; empty when its manager is down."""
+
+
+class Target(Protocol):
+    """Where a consortium's data layer runs."""
+
+    name: str
+    inventory: Inventory
+
+    @property
+    def services(self) -> ServiceManager:
+        """How this target starts and stops a site's programs."""
+
+    def topology(self) -> Topology:
+        """Sites and the towns onboarded so far, with every address and path."""
+
+    def prepare(self, town_ids: Sequence[str]) -> Topology:
+        """Give towns about to be onboarded their addresses (refusing when they do not fit); the new topology."""
+
+    def check_capacity(self, town_ids: Sequence[str]) -> None:
+        """Raise InputError when these towns cannot be placed; changes nothing."""
+
+    def sites_down(self) -> list[str]:
+        """Ids of sites whose services (DCS, process manager) are not running for this target."""
+
+    def run_playbook(self, name: str, *, limit: str | None = None, check: bool = False) -> PlaybookResult:
+        """Run playbooks/<name> against this target's derived Ansible inventory."""
+
+    def run_as(self, town_id: str) -> list[str]:
+        """Command prefix that runs a program as the OS identity owning the town's data and configs."""
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this target keeps its runtime files (logs, secrets of the towns it holds)."""

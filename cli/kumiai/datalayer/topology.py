@@ -1,0 +1,176 @@
+"""Where a data layer's pieces are: each site's services, each town's members and repos. Pure data.
+
+A target (see target.py) builds a Topology from the inventory: the lab derives addresses from its slots and
+directories from its lab directory; real hosts take them from the host inventory. Everything that talks to a
+town's databases reads addresses, ports and paths from here, never from one target's conventions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MEMBERS_PER_SITE = 2
+PG_PORT = 5432
+REST_PORT = 8008
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+
+
+def sql_name(town_id: str) -> str:
+    """Town ids may hold '-', which SQL identifiers should not."""
+    return town_id.replace("-", "_")
+
+
+def group_name(text: str) -> str:
+    """Ansible group names allow letters, digits and '_'."""
+    return text.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    id: str
+    role: str
+    network: ipaddress.IPv4Network
+    dir: Path
+    repo_path: Path
+    etcd_address: str
+
+    @property
+    def host(self) -> str:
+        """The site's service host in the Ansible inventory."""
+        return self.id
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"{self.etcd_address}:{ETCD_CLIENT_PORT}"
+
+    @property
+    def etcd_name(self) -> str:
+        return self.id
+
+    @property
+    def etcd_data_dir(self) -> Path:
+        return self.dir / "etcd"
+
+    @property
+    def supervisor_dir(self) -> Path:
+        return self.dir / "supervisor"
+
+    @property
+    def supervisor_config(self) -> Path:
+        return self.supervisor_dir / "supervisord.conf"
+
+
+@dataclass(frozen=True)
+class MemberLayout:
+    town: str
+    site: str
+    index: int
+    address: str
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.town}-{self.site}-{self.index}"
+
+    @property
+    def program(self) -> str:
+        """The supervisord program (or systemd unit) running this member's Patroni."""
+        return f"patroni-{self.name}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        # The member directory is distinct per member, which is what PostgreSQL needs of a socket directory.
+        return self.dir
+
+    @property
+    def patroni_config(self) -> Path:
+        return self.dir / "patroni.yml"
+
+    @property
+    def pgbackrest_config(self) -> Path:
+        return self.dir / "pgbackrest.conf"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.address}:{REST_PORT}"
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    """One pgBackRest repo of a town: numbered by site (kumiai.datalayer.hostvars.repo_number)."""
+
+    number: int
+    site: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class TownLayout:
+    id: str
+    slot: int
+    primary_site: str
+    dr_site: str
+    members: tuple[MemberLayout, ...]
+    repos: tuple[RepoLayout, ...]
+
+    @property
+    def database(self) -> str:
+        return sql_name(self.id)
+
+    @property
+    def app_user(self) -> str:
+        return f"{sql_name(self.id)}_app"
+
+    @property
+    def dr_slot_name(self) -> str:
+        """Permanent slot at the primary site through which the DR standby cluster streams."""
+        return slot_name(self.dr_site)
+
+    def at(self, site_id: str) -> tuple[MemberLayout, ...]:
+        return tuple(m for m in self.members if m.site == site_id)
+
+    def repo(self, site_id: str) -> RepoLayout:
+        return next(r for r in self.repos if r.site == site_id)
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The town's sites in consortium order (the order of its repos)."""
+        return tuple(r.site for r in self.repos)
+
+
+def slot_name(site_id: str) -> str:
+    """The permanent replication slot kept for the standby cluster at `site_id`."""
+    return f"kumiai_dr_{sql_name(site_id)}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A target's sites and the towns it holds (only towns that are onboarded, or being onboarded)."""
+
+    dir: Path
+    sites: tuple[SiteLayout, ...]
+    towns: Mapping[str, TownLayout]
+
+    def site(self, site_id: str) -> SiteLayout:
+        return next(s for s in self.sites if s.id == site_id)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.dir / "secrets"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    def secrets_file(self, town_id: str) -> Path:
+        return self.secrets_dir / f"{town_id}.vault.yml"

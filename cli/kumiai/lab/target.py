@@ -1,0 +1,94 @@
+"""The lab as a target of the data layer: both sites on this machine, under one lab directory."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from kumiai import paths
+from kumiai.datalayer.runner import PlaybookResult, run_playbook
+from kumiai.datalayer.topology import Topology
+from kumiai.errors import InputError, Problem
+from kumiai.inventory import Inventory
+from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots
+from kumiai.lab.slots import assign_slots, read_slots
+from kumiai.lab.supervisor import SupervisorServices, is_running
+
+
+def etcd_silent(topology: Topology) -> list[str]:
+    """Ids of sites whose etcd does not answer."""
+    down = []
+    for site in topology.sites:
+        try:
+            with urllib.request.urlopen(f"http://{site.etcd_endpoint}/health", timeout=2) as resp:
+                if b"true" not in resp.read():
+                    down.append(site.id)
+        except (OSError, urllib.error.URLError):
+            down.append(site.id)
+    return down
+
+
+# The lab runs every town's processes as this OS user (one identity per town is issue-tracked work).
+DB_USER = "postgres"
+
+
+class LabTarget:
+    """kumiai.datalayer.target.Target for the embedded lab."""
+
+    name = "lab"
+
+    def __init__(self, inventory: Inventory, lab_dir: Path | None = None) -> None:
+        self.inventory = inventory
+        self.lab_dir = lab_dir or paths.lab_dir()
+        self.services = SupervisorServices(self.topology().sites)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.lab_dir
+
+    def topology(self) -> Topology:
+        return build_layout(self.lab_dir, self.inventory, read_slots(self.lab_dir))
+
+    def check_capacity(self, town_ids: Sequence[str]) -> None:
+        slots = read_slots(self.lab_dir)
+        used = set(slots.values())
+        for tid in town_ids:
+            if tid not in slots:
+                used.add(lowest_free_slot(used))
+        room = min(max_slots(s.db_network) for s in self.inventory.consortium.sites)
+        if used and max(used) >= room:
+            raise InputError(
+                Problem(
+                    str(self.inventory.root / "consortium.yaml"),
+                    "sites[].db_network",
+                    f"room for {room} towns, {len(used)} would be onboarded; use larger networks",
+                )
+            )
+
+    def prepare(self, town_ids: Sequence[str]) -> Topology:
+        self.check_capacity(town_ids)
+        return build_layout(self.lab_dir, self.inventory, assign_slots(self.lab_dir, list(town_ids)))
+
+    def sites_down(self) -> list[str]:
+        """Sites not running from this lab directory (its supervisord, and etcd answering)."""
+        topology = self.topology()
+        silent = set(etcd_silent(topology))
+        return [s.id for s in topology.sites if s.id in silent or not is_running(s)]
+
+    def run_playbook(self, name: str, *, limit: str | None = None, check: bool = False) -> PlaybookResult:
+        return run_playbook(
+            name,
+            target_env={
+                "KUMIAI_TARGET": self.name,
+                "KUMIAI_INVENTORY": str(self.inventory.root.absolute()),
+                "KUMIAI_LAB_DIR": str(self.lab_dir),
+            },
+            logs=self.lab_dir / "logs",
+            limit=limit,
+            check=check,
+        )
+
+    def run_as(self, town_id: str) -> list[str]:
+        return ["/usr/bin/setpriv", f"--reuid={DB_USER}", f"--regid={DB_USER}", "--init-groups"]
