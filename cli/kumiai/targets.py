@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from kumiai.datalayer.ansible_inventory import build_inventory
+from kumiai.datalayer.ansible_inventory import build_inventory, script_document
 from kumiai.datalayer.target import Target
 from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.inventory import Inventory, load_inventory
@@ -40,7 +40,7 @@ def inventory_main(argv: list[str] | None = None) -> int:
         target = target_for(inv)
         # The environment running this script holds patroni, supervisord and what the Ansible modules need.
         bin_dir = Path(sys.executable).parent
-        data = build_inventory(inv, target.topology(), bin_dir=bin_dir, python=bin_dir / "python")
+        data = script_document(build_inventory(inv, target.topology(), bin_dir=bin_dir, python=bin_dir / "python"))
     except KumiaiError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code

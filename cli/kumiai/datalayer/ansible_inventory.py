@@ -118,3 +118,26 @@ def build_inventory(
         },
     }
     return {**groups, "_meta": {"hostvars": hostvars}}
+
+
+def script_document(inventory: dict[str, Any]) -> dict[str, Any]:
+    """The inventory as the script prints it: every variable's strings marked unsafe, so Ansible never evaluates
+    inventory data as a template. Town and consortium files are data: a value holding `{{ lookup('pipe', ...) }}`
+    must reach a task as those characters, never run (Ansible templates the plain strings of a script inventory)."""
+    groups = {
+        name: {**group, "vars": unsafe(group["vars"])} if "vars" in group else group
+        for name, group in inventory.items()
+        if name != "_meta"
+    }
+    return {**groups, "_meta": {"hostvars": unsafe(inventory["_meta"]["hostvars"])}}
+
+
+def unsafe(value: Any) -> Any:
+    """Every string inside `value` wrapped as Ansible's JSON form of an unsafe string."""
+    if isinstance(value, str):
+        return {"__ansible_unsafe": value}
+    if isinstance(value, dict):
+        return {k: unsafe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsafe(v) for v in value]
+    return value
