@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -84,7 +85,11 @@ def test_running_the_playbook_again_changes_nothing(lab: Lab) -> None:
 
 
 def test_no_secret_reaches_playbook_logs_or_the_audit_log(lab: Lab) -> None:
-    logs = "".join(p.read_text() for p in (lab.lab_dir / "logs").glob("*.log"))
+    log_files = list((lab.lab_dir / "logs").glob("*.log"))
+    # Only their owner reads them: 0600 files in a 0700 directory.
+    assert stat.S_IMODE((lab.lab_dir / "logs").stat().st_mode) == 0o700
+    assert log_files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in log_files)
+    logs = "".join(p.read_text() for p in log_files)
     logs += (lab.state_dir / "audit" / "audit.jsonl").read_text()
     for town in LAB_TOWNS:
         s = load_town_secrets(lab.lab_dir / "secrets" / f"{town}.vault.yml", lab.vault_key)

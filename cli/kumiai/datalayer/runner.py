@@ -108,7 +108,9 @@ def run_playbook(
     Secrets never appear there: every task that handles them has no_log.
     """
     root = paths.project_root()
+    # Logs name hosts, paths and what changed: only their owner reads them.
     logs.mkdir(parents=True, exist_ok=True)
+    logs.chmod(0o700)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     log = logs / f"{stamp}-{Path(name).stem}{'-check' if check else ''}.log"
     cmd = [
@@ -123,7 +125,7 @@ def run_playbook(
         cmd += ["--check"]
     cmd += extra_args or []
     t0 = time.perf_counter()
-    with log.open("w", encoding="utf-8") as fh:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(
             cmd,
             cwd=root,
