@@ -17,6 +17,11 @@ def lab_dir() -> Path:
     return Path(env).absolute() if env else state_dir() / "lab"
 
 
+def evidence_dir() -> Path:
+    """Evidence of drills and failovers: kept, never purged with the lab."""
+    return state_dir() / "evidence"
+
+
 def audit_log() -> Path:
     return state_dir() / "audit" / "audit.jsonl"
 

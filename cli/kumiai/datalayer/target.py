@@ -10,12 +10,27 @@ target it drives.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from kumiai.datalayer.runner import PlaybookResult
 from kumiai.datalayer.topology import Topology
 from kumiai.inventory import Inventory
+
+
+@dataclass(frozen=True)
+class ScratchLayout:
+    """Where a restore drill brings up a copy of a town: an address and port no production member uses, and a
+    directory the town's OS identity creates, owns and removes (its parent exists and is writable by it)."""
+
+    address: str
+    port: int
+    dir: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
 
 
 class ServiceManager(Protocol):
@@ -58,6 +73,10 @@ class Target(Protocol):
 
     def run_as(self, town_id: str) -> list[str]:
         """Command prefix that runs a program as the OS identity owning the town's data and configs."""
+
+    def scratch(self, town_id: str, site_id: str) -> ScratchLayout:
+        """Where a drill of the town restores at a site. A production target answers with its site's drill host (a
+        machine that reaches the site's backup repo and nothing of production) and a port kept for the town."""
 
     @property
     def state_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from kumiai import paths
 from kumiai.datalayer.runner import PlaybookResult, run_playbook
+from kumiai.datalayer.target import ScratchLayout
 from kumiai.datalayer.topology import Topology
 from kumiai.errors import InputError, Problem
 from kumiai.inventory import Inventory
@@ -32,6 +34,9 @@ def etcd_silent(topology: Topology) -> list[str]:
 
 # The lab runs every town's processes as this OS user (one identity per town is issue-tracked work).
 DB_USER = "postgres"
+# Drills restore on a site service address (hosts 2-10 are kept for those), each town on a port of its own.
+DRILL_HOST = 2
+DRILL_PORT_BASE = 25432
 
 
 class LabTarget:
@@ -92,3 +97,17 @@ class LabTarget:
 
     def run_as(self, town_id: str) -> list[str]:
         return ["/usr/bin/setpriv", f"--reuid={DB_USER}", f"--regid={DB_USER}", "--init-groups"]
+
+    def scratch(self, town_id: str, site_id: str) -> ScratchLayout:
+        """Host DRILL_HOST of the site's network, a port per town slot, a directory under the site's lab directory."""
+        topology = self.topology()
+        site = topology.site(site_id)
+        parent = site.dir / "drills"
+        parent.mkdir(parents=True, exist_ok=True)
+        shutil.chown(parent, DB_USER, DB_USER)
+        parent.chmod(0o700)
+        return ScratchLayout(
+            address=str(site.network.network_address + DRILL_HOST),
+            port=DRILL_PORT_BASE + topology.towns[town_id].slot,
+            dir=parent / town_id,
+        )
