@@ -139,7 +139,8 @@ class Operation:
             "operation": self.name,
             "target": copy.deepcopy(self.target),
             "result": self.result,
-            "error": str(exc)[:500] if exc is not None and self.result == "failed" else None,
+            # A message may quote a command or a URL; its secrets are masked like the command line's.
+            "error": context.mask_argument(str(exc))[:500] if exc is not None and self.result == "failed" else None,
             "seconds": round(time.perf_counter() - self._t0, 3),
             "steps": [s.as_dict() for s in self.steps],
             # Often known only once the run has read and checked the plan: set op.plan_hash / op.approval then.

@@ -141,6 +141,13 @@ def test_a_failed_step_fails_the_operation_and_is_recorded(log: Path) -> None:
     assert end["steps"][1]["detail"] == "RuntimeError"
 
 
+def test_secrets_in_an_error_message_are_masked(log: Path) -> None:
+    with pytest.raises(RuntimeError), Operation("backup", log_path=log):
+        raise RuntimeError("connect to postgresql://app:hunter2@127.0.1.11/db failed, password=hunter2")
+    _, end = records(log)
+    assert end["error"] == "connect to postgresql://app:[secret]@127.0.1.11/db failed, password=[secret]"
+
+
 def test_an_interrupted_operation_is_recorded_as_such(log: Path) -> None:
     with pytest.raises(KeyboardInterrupt), Operation("restore", log_path=log) as op, op.step("fetch"):
         raise KeyboardInterrupt
