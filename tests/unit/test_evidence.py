@@ -1,18 +1,23 @@
-"""Drill evidence: the verdict against a town's targets, and the JSON, Markdown and HTML an auditor reads."""
+"""Drills: the scratch instance's settings, the runbook, and the evidence (the verdict against a town's
+targets; the JSON, Markdown and HTML an auditor reads)."""
 
 from __future__ import annotations
 
 import math
+import shlex
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from kumiai.datalayer.target import ScratchLayout
+from kumiai.datalayer.topology import TownLayout
 from kumiai.dr import evidence
-from kumiai.dr.drill import checksum_hex
+from kumiai.dr.drill import Drill, checksum_hex, start_options
 from kumiai.dr.evidence import CHART_W, LABEL_W, Comparison, DrillEvidence, StepRecord, TableCheck
+from kumiai.dr.runbook import load_runbook, register_actions, runbooks_dir
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -211,3 +216,45 @@ def test_checksums_are_sixteen_hex_digits_of_the_sum_modulo_two_to_the_64() -> N
     assert checksum_hex("0") == "0000000000000000"
     assert checksum_hex(str(2**64 + 255)) == "00000000000000ff"
     assert checksum_hex(str(-1)) == "ffffffffffffffff"
+
+
+def test_the_drill_runbook_loads_and_ends_by_removing_the_scratch_instance() -> None:
+    register_actions()
+    book = load_runbook(runbooks_dir() / "drill.yaml")
+    assert [s.id for s in book.steps][-1] == "remove-scratch"
+    assert next(s for s in book.steps if s.id == "restore").retry_safe is False
+
+
+def test_the_scratch_instance_starts_apart_from_production() -> None:
+    """Its own address, port, socket and access rules; no archiving, no replication, nothing synchronous."""
+    scratch = ScratchLayout(address="127.0.2.2", port=25433, dir=Path("/lab/site-b/drills/kiyokawa"))
+    town = TownLayout(id="kiyokawa", slot=1, primary_site="site-a", dr_site="site-b", members=(), repos=())
+    fake = cast(Any, None)
+    drill = Drill(
+        target=fake,
+        town=town,
+        town_name="清川村",
+        rpo_target_s=300,
+        rto_target_s=3600,
+        repo=fake,
+        scratch=scratch,
+        secrets=fake,
+        run_as=[],
+        drill_id="d",
+    )
+    words = shlex.split(start_options(drill))
+    assert words[::2] == ["-c"] * (len(words) // 2)
+    settings = dict(w.split("=", 1) for w in words[1::2])
+    assert settings == {
+        "listen_addresses": "127.0.2.2",
+        "port": "25433",
+        "unix_socket_directories": "/lab/site-b/drills/kiyokawa",
+        "hba_file": "/lab/site-b/drills/kiyokawa/pg_hba.conf",
+        "ident_file": "/lab/site-b/drills/kiyokawa/pg_ident.conf",
+        "archive_mode": "off",
+        "archive_command": "",
+        "synchronous_standby_names": "",
+        "primary_conninfo": "",
+        "primary_slot_name": "",
+        "cluster_name": "kumiai-drill-kiyokawa",
+    }

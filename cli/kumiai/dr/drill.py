@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import time
 import uuid
@@ -120,6 +121,14 @@ def _as_town(
     )
 
 
+def _answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
@@ -188,6 +197,9 @@ def preflight(ctx: RunContext) -> str:
     drill.pg_bin = Path(PG_BIN.format(version=version or "15"))
     drill.tools["pgbackrest"] = pgbackrest.run(drill.run_as, drill.leader, "version", timeout=30).stdout.strip()
     remove_scratch(drill)
+    if _answers(drill.scratch.address, drill.scratch.port):
+        where = f"{drill.scratch.address}:{drill.scratch.port}"
+        raise KumiaiError(f"something else listens on the drill address {where}: the copy would not be alone there")
     made = _as_town(drill, "mkdir", "-m", "0700", str(drill.scratch.dir))
     if made.returncode != 0:
         raise KumiaiError(f"cannot create the scratch directory {drill.scratch.dir}: {_tail(made.stderr)}")

@@ -126,6 +126,14 @@ def from_json(text: str) -> DrillEvidence:
     return DrillEvidence.model_validate(data)
 
 
+MEASURES = (
+    "RPO runs from the cut-off (the moment the marker's WAL was read back from the repo, standing for the loss of "
+    "the primary) back to the newest marker found in the recovered copy, both on the primary's clock: what a "
+    "restore from this repo at that moment would have lost. RTO runs from the start of the drill (of the command, "
+    "for the first town of a run) to the first write the recovered copy commits."
+)
+
+
 def _secs(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} s"
 
@@ -145,7 +153,8 @@ def facts(ev: DrillEvidence) -> list[tuple[str, str]]:
         ("Restored from", f"repo{ev.repo} at {ev.repo_site}, backup {ev.backup_label or '—'}"),
         ("Restore", f"{_secs(ev.restore_s)}, {_mb_s(ev)}"),
         ("Scratch instance", ev.scratch),
-        ("Marker written (cut-off)", f"{ev.marker_written_at or '—'} (cut-off {ev.cutoff_at or '—'})"),
+        ("Marker written (xid)", f"{ev.marker_written_at or '—'} ({ev.marker_xid or '—'})"),
+        ("Cut-off: marker's WAL in the repo", ev.cutoff_at or "—"),
         ("Newest marker recovered", ev.newest_recovered_marker_at or "—"),
         ("Drill", f"{ev.drill_id}, target {ev.target}, {ev.started_at} → {ev.finished_at}"),
     ]
@@ -176,6 +185,7 @@ def to_markdown(ev: DrillEvidence) -> str:
     lines += [_md_row((k, v)) for k, v in facts(ev)]
     if ev.reasons:
         lines += ["", "## Why it failed", ""] + [f"- {r}" for r in ev.reasons]
+    lines += ["", "## How RPO and RTO are measured", "", MEASURES]
     lines += ["", "## Tables compared", "", ev.comparison.method, "", f"Caveat: {ev.comparison.caveat}", ""]
     if ev.comparison.tables:
         lines += [_md_row(TABLE_COLUMNS), _md_row(["---"] * len(TABLE_COLUMNS))]
@@ -223,6 +233,8 @@ def to_html(ev: DrillEvidence) -> str:
     if ev.reasons:
         body += ['<h2>Why it failed</h2><div class="broken">', *(f"<p>{_h(r)}</p>" for r in ev.reasons), "</div>"]
     body += [
+        "<h2>How RPO and RTO are measured</h2>",
+        f"<p>{_h(MEASURES)}</p>",
         "<h2>Tables compared</h2>",
         f"<p>{_h(ev.comparison.method)}</p>",
         f"<p>Caveat: {_h(ev.comparison.caveat)}</p>",
