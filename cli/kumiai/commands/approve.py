@@ -59,7 +59,7 @@ def approve(
     with Operation("approve", target={"plan": str(plan_file)}) as op:
         with op.step("load plan"):
             document = approval.load_plan(plan_file)
-            op.target["plan_hash"] = document["plan_hash"]
+            op.target["plan_hash"] = op.plan_hash = document["plan_hash"]
         with tempfile.TemporaryDirectory(prefix="kumiai-approve-") as tmp, op.step("sign"):
             inv = _planned(plan_file, document, ctx, tmp)
             signed = approval.approve(
@@ -71,6 +71,7 @@ def approve(
                 reason.strip() if break_glass and reason else None,
             )
         op.target.update(approver=signed.approver.name, break_glass=signed.break_glass)
+        op.approval = signed.as_dict()
     if signed.break_glass:
         _loud_break_glass(signed.approver.name, signed.break_glass)
     if json_:
@@ -108,12 +109,13 @@ def apply(ctx: typer.Context, plan_file: PlanFile, json_: JsonFlag = False) -> N
     with Operation("apply", target={"plan": str(plan_file)}) as op:
         with op.step("load plan"):
             document = approval.load_plan(plan_file)
-            op.target["plan_hash"] = document["plan_hash"]
+            op.target["plan_hash"] = op.plan_hash = document["plan_hash"]
         with tempfile.TemporaryDirectory(prefix="kumiai-apply-") as tmp:
             with op.step("verify approval"):
                 inv = _planned(plan_file, document, ctx, tmp)
                 signed = approval.verify(plan_file, document, inv.consortium.approvers, ctx.obj.inventory_path)
                 op.target.update(approver=signed.approver.name, break_glass=signed.break_glass)
+                op.approval = signed.as_dict()  # verified against consortium.yaml's approvers
             if signed.break_glass:
                 _loud_break_glass(signed.approver.name, signed.break_glass)
             with op.step("check the plan is current"):
