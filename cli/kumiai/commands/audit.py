@@ -125,8 +125,10 @@ def report_cmd(
     format_: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
     out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write here, not stdout.")] = None,
 ) -> None:
-    """The auditor's period report: every change with its approval, every drill and failover with its verdict,
-    runs that never ended, and whether the log verifies (exit 1 if it does not; the report is written anyway)."""
+    """The auditor's period report: every change with its approval, every drill and failover with its verdict.
+
+    Runs that began and never ended are flagged, and the report says whether the log verifies (exit 1 if it does
+    not; the report is written anyway)."""
     if format_ not in ("md", "html"):
         raise InputError(Problem("command line", "--format", f"{format_!r} is not a format: md or html"))
     now = datetime.now(UTC)
