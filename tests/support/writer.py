@@ -168,13 +168,43 @@ def table_name(name: str) -> str:
     return table
 
 
-def held_seqs(endpoint: Endpoint, name: str) -> set[int]:
-    """The sequence numbers a server holds (the first of `endpoint.hosts` that answers; a standby reads too)."""
-    conn = endpoint.connect(read_write=False, application_name="kumiai-test-reader")
+def held_seqs(endpoint: Endpoint, name: str, *, read_write: bool = False) -> set[int]:
+    """The sequence numbers a server holds: the first of `endpoint.hosts` that answers (a standby reads too), or,
+    with `read_write`, the primary among them."""
+    conn = endpoint.connect(read_write=read_write, application_name="kumiai-test-reader")
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT seq FROM {table_name(name)}")
             return {int(row[0]) for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def create_table(endpoint: Endpoint, name: str) -> None:
+    """(Re)create a writer's table at the endpoint's primary."""
+    conn = endpoint.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table_name(name)}")
+            cur.execute(
+                f"CREATE TABLE {table_name(name)} (seq bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
+            )
+    finally:
+        conn.close()
+
+
+def accepts_write(endpoint: Endpoint, name: str, seq: int) -> bool:
+    """Whether the first server of `endpoint` that answers commits a row (`seq`, outside the writer's numbers)."""
+    try:
+        conn = endpoint.connect(read_write=False, application_name="kumiai-test-probe")
+    except psycopg2.Error:
+        return False
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {table_name(name)} (seq) VALUES (%s)", (seq,))
+        return True
+    except psycopg2.Error:
+        return False
     finally:
         conn.close()
 
@@ -201,17 +231,11 @@ class Writer:
         self._started = 0.0
         self.result: WriterResult | None = None
 
-    def start(self) -> Writer:
-        """Create (afresh) the writer's table at the current primary, then start writing."""
-        conn = self.endpoint.connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {self.table}")
-                cur.execute(
-                    f"CREATE TABLE {self.table} (seq bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
-                )
-        finally:
-            conn.close()
+    def start(self, *, create: bool = True) -> Writer:
+        """Start writing; first create (afresh) the writer's table at the current primary, unless told not to (a
+        writer waiting for a standby to be promoted finds its table there, created earlier by `create_table`)."""
+        if create:
+            create_table(self.endpoint, self.name)
         self._started = time.time()
         self._thread.start()
         return self
