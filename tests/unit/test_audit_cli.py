@@ -151,6 +151,19 @@ def test_report_markdown_lists_changes_approvals_verdicts_and_runs_never_ended(s
     assert "| failback |" in never and "| not ended |" in never
 
 
+def test_report_json_names_the_runs_of_each_section(state: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = kumiai_in_process("audit", "report", "--json", "--out", str(out))
+    assert result.code == 0, result.stderr
+    assert result.stdout == ""  # the report went to --out; only a note on stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    ops = {r["run"]: r["operation"] for r in data["runs"]}
+    assert [ops[i] for i in data["approved"]] == ["apply"]
+    assert [ops[i] for i in data["verdicts"]] == ["drill", "failover"]
+    assert [ops[i] for i in data["not_ended"]] == ["failback"]
+    assert data["integrity"]["ok"] is True and data["since"] is None
+
+
 def test_report_of_a_tampered_trail_says_so_and_fails(state: Path, tmp_path: Path) -> None:
     log = state / "audit" / "audit.jsonl"
     log.write_text("".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[:-1]), encoding="utf-8")

@@ -100,16 +100,32 @@ class Report:
     def not_ended(self) -> list[Run]:
         return [r for r in self.runs if not r.ended]
 
+    @property
+    def approved(self) -> list[Run]:
+        return [r for r in self.runs if isinstance(r.latest("approval"), dict) and r.latest("approval")]
+
     def summary(self) -> list[tuple[str, str]]:
         results = Counter(r.result for r in self.runs)
-        approved = sum(1 for r in self.runs if isinstance(r.latest("approval"), dict) and r.latest("approval"))
         return [
             ("changes (runs)", str(len(self.runs))),
             ("results", ", ".join(f"{k} {v}" for k, v in sorted(results.items())) or "—"),
-            ("with a verified approval", str(approved)),
+            ("with a verified approval", str(len(self.approved))),
             ("drills and failovers (with a verdict)", str(len(self.verdicts))),
             ("begun, not ended", str(len(self.not_ended))),
         ]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report for machines: the same runs, the integrity check, and which runs each section lists."""
+        return {
+            "title": self.title,
+            "since": self.period.since.isoformat() if self.period.since else None,
+            "until": self.period.until.isoformat(),
+            "integrity": self.integrity,
+            "runs": [r.as_dict() for r in self.runs],
+            "approved": [r.id for r in self.approved],
+            "verdicts": [r.id for r in self.verdicts],
+            "not_ended": [r.id for r in self.not_ended],
+        }
 
     def integrity_lines(self) -> list[str]:
         i = self.integrity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +125,7 @@ def report_cmd(
     since: SinceOpt = None,
     format_: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
     out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="Write here, not stdout.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="The report as JSON (instead of --format).")] = False,
 ) -> None:
     """The auditor's period report: every change with its approval, every drill and failover with its verdict.
 
@@ -137,12 +139,15 @@ def report_cmd(
     check = verify(trail)
     runs = select(read_runs(trail), since=when)
     report = Report("kumiai 監査報告 (audit report)", Period(when, now), check.as_dict(), runs)
-    text = render_html(report) if format_ == "html" else markdown(report)
+    if json_:
+        text = json.dumps(report.as_dict(), ensure_ascii=False, indent=2, default=str) + "\n"
+    else:
+        text = render_html(report) if format_ == "html" else markdown(report)
     if out_file is None:
         sys.stdout.write(text)
     else:
         out_file.write_text(text, encoding="utf-8")
-        out.print(f"wrote {escape(str(out_file))}: {len(runs)} runs, {len(report.verdicts)} with a verdict")
+        err.print(f"wrote {escape(str(out_file))}: {len(runs)} runs, {len(report.verdicts)} with a verdict")
     if not check.ok:
         _warn_unverified(check)
         raise typer.Exit(1)
