@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cli_helpers import Result, clean_env, kumiai
 from git_helpers import commit_all, edit, repo_with_inventory
 
@@ -32,19 +33,24 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]
     return {name: keypair(directory, name) for name in ("sato", "author", "stranger")}
 
 
-def approvers_yaml(keys: dict[str, tuple[Path, str]]) -> str:
-    return (
-        "approvers:\n"
-        f'  - {{name: sato, role: 監査, ssh_key: "{keys["sato"][1]}"}}\n'
-        f'  - {{name: {AUTHOR}, role: 運用, ssh_key: "{keys["author"][1]}"}}\n'
-    )
+def set_approvers(inv: Path, approvers: list[dict[str, str]]) -> None:
+    """Replace consortium.yaml's approvers and commit."""
+    path = inv / "consortium.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["approvers"] = approvers
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    commit_all(inv.parent, "approvers")
 
 
 def make_repo(root: Path, keys: dict[str, tuple[Path, str]]) -> Path:
     inv = repo_with_inventory(root)
-    with (inv / "consortium.yaml").open("a", encoding="utf-8") as fh:
-        fh.write(approvers_yaml(keys))
-    commit_all(inv.parent, "approvers")
+    set_approvers(
+        inv,
+        [
+            {"name": "sato", "role": "監査", "ssh_key": keys["sato"][1]},
+            {"name": AUTHOR, "role": "運用", "ssh_key": keys["author"][1]},
+        ],
+    )
     return inv
 
 
@@ -251,6 +257,7 @@ def test_a_plan_of_uncommitted_changes_cannot_be_approved(
 
 def test_no_approvers_and_not_a_plan_are_bad_input(tmp_path: Path, env: dict[str, str]) -> None:
     inv = repo_with_inventory(tmp_path / "repo")
+    set_approvers(inv, [])
     plan = tmp_path / "plan.json"
     make_plan(inv, env, plan)
     key, _ = keypair(tmp_path, "k")
