@@ -49,6 +49,7 @@ docs: setup
 
 bench: setup lab-deps
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/diff.py
 	$(BIN)/python bench/onboard.py
 
 clean:
