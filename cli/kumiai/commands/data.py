@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from kumiai.commands.common import JsonOpt, current_target
 from kumiai.console import emit_json, out
@@ -17,6 +19,7 @@ from kumiai.datalayer.patroni import cluster_view
 from kumiai.datalayer.secrets import load_town_secrets
 from kumiai.datalayer.status import TownStatus, parse_cluster
 from kumiai.datalayer.topology import MEMBERS_PER_SITE, PG_PORT, Topology
+from kumiai.dr.objectives import DEFAULT_GRACE_S, status_alerts
 from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.ops import Operation
 
@@ -52,6 +55,8 @@ def print_statuses(statuses: list[TownStatus]) -> None:
         for n, b in st.backups.items():
             text = f"{b.label} ({b.type}, finished {b.stopped})" if b else "[red]none[/]"
             out.print(f"  last backup repo{n}: {text}")
+        for alert in st.alerts:
+            out.print(f"  [red]target missed:[/] {escape(alert)}")
 
 
 def print_endpoints(statuses: list[TownStatus], topology: Topology) -> None:
@@ -109,11 +114,16 @@ def status(
     town: Annotated[str | None, typer.Option("--town", help="Only this town.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Per town and site: leader, members, DR replication lag (bytes, seconds), last backup per repo."""
+    """Per town and site: leader, members, DR replication lag (bytes, seconds), last backup per repo; and each
+    missed target: cross-site lag over the town's rpo_seconds, a backup older than its schedule allows, no
+    healthy leader."""
     target = current_target(ctx)
     topology = onboarded(target, [town] if town else [])
     ids = [town] if town else list(topology.towns)
     statuses = [town_status(target, topology, t) for t in ids]
+    now = datetime.now(UTC)
+    for st in statuses:
+        st.alerts = status_alerts(st, target.inventory.towns[st.town].protection, now, DEFAULT_GRACE_S)
     if json_:
         emit_json({"target": target.name, "dir": str(topology.dir), "towns": [s.as_dict() for s in statuses]})
         return

@@ -68,6 +68,14 @@ class Backup:
     stopped: str
     size_bytes: int | None
     repo_size_bytes: int | None
+    started: str = ""
+    # The WAL a restore of this backup needs (from wal_start to wal_stop).
+    wal_start: str | None = None
+    wal_stop: str | None = None
+
+    @property
+    def stopped_at(self) -> datetime:
+        return datetime.fromisoformat(self.stopped)
 
 
 @dataclass
@@ -77,6 +85,8 @@ class TownStatus:
     dr: ClusterStatus
     dr_lag: Lag | None
     backups: dict[int, Backup | None]
+    # What misses the town's targets (RPO, backup schedule, a healthy leader): filled in by whoever knows them.
+    alerts: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -116,25 +126,53 @@ def parse_cluster(site: str, kind: str, view: dict[str, Any] | None) -> ClusterS
     return ClusterStatus(site=site, kind=kind, reachable=True, leader=leader, members=members)
 
 
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def parse_all_backups(info: list[dict[str, Any]]) -> list[Backup]:
+    """pgbackrest info --output=json for one stanza -> every backup of every repo, oldest first."""
+    stanza = info[0] if info else {}
+    backups = []
+    for b in stanza.get("backup", []):
+        timestamp = b.get("timestamp", {})
+        archive = b.get("archive") or {}
+        backups.append(
+            Backup(
+                repo=int(b.get("database", {}).get("repo-key", 0)),
+                label=b.get("label", "?"),
+                type=b.get("type", "?"),
+                stopped=_iso(int(timestamp.get("stop", 0))),
+                size_bytes=b.get("info", {}).get("size"),
+                repo_size_bytes=b.get("info", {}).get("repository", {}).get("delta"),
+                started=_iso(int(timestamp.get("start", 0))),
+                wal_start=archive.get("start"),
+                wal_stop=archive.get("stop"),
+            )
+        )
+    return sorted(backups, key=lambda b: (b.stopped, b.label))
+
+
 def parse_backups(info: list[dict[str, Any]], repos: Sequence[int]) -> dict[int, Backup | None]:
     """pgbackrest info --output=json for one stanza -> the newest backup of each repo (None: no backup)."""
     last: dict[int, Backup | None] = dict.fromkeys(repos)
-    stanza = info[0] if info else {}
-    for b in stanza.get("backup", []):
-        repo = int(b.get("database", {}).get("repo-key", 0))
-        stop = int(b.get("timestamp", {}).get("stop", 0))
-        backup = Backup(
-            repo=repo,
-            label=b.get("label", "?"),
-            type=b.get("type", "?"),
-            stopped=datetime.fromtimestamp(stop, UTC).isoformat(timespec="seconds"),
-            size_bytes=b.get("info", {}).get("size"),
-            repo_size_bytes=b.get("info", {}).get("repository", {}).get("delta"),
-        )
-        current = last.get(repo)
-        if repo in last and (current is None or backup.stopped >= current.stopped):
-            last[repo] = backup
+    for backup in parse_all_backups(info):
+        if backup.repo in last:
+            last[backup.repo] = backup
     return last
+
+
+def parse_archive_max(info: list[dict[str, Any]], repos: Sequence[int]) -> dict[int, str | None]:
+    """pgbackrest info --output=json -> the newest WAL segment archived in each repo (None: none)."""
+    newest: dict[int, str | None] = dict.fromkeys(repos)
+    stanza = info[0] if info else {}
+    for archive in stanza.get("archive", []):
+        repo = int(archive.get("database", {}).get("repo-key", 0))
+        top = archive.get("max")
+        # WAL names sort in WAL order (timeline, then position), also across archive ids after an upgrade.
+        if repo in newest and top and (newest[repo] is None or top > str(newest[repo])):
+            newest[repo] = top
+    return newest
 
 
 def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets) -> Lag | None:
