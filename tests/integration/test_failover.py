@@ -55,7 +55,8 @@ def primaries(lab: Lab) -> dict[str, tuple[str, bool, bool]]:
 
 
 def start_writers(lab: Lab, name: str) -> dict[str, Writer]:
-    writers = {t: Writer(endpoint(lab, t), name).start() for t in TOWNS}
+    # 20 commits a second per town: enough to catch a lost one, light enough for a 2-core machine running labs.
+    writers = {t: Writer(endpoint(lab, t), name, interval_s=0.05).start() for t in TOWNS}
     for w in writers.values():
         w.wait_for(20)
     return writers
@@ -249,6 +250,10 @@ def test_emergency_failover_after_losing_the_primary_site_and_a_fenced_return(dr
     assert prober.attempts > 0
     assert prober.accepted == [], f"site-a accepted writes after coming back: {prober.accepted[:5]}"
     assert primaries(dr_lab) == dict.fromkeys(TOWNS, (DR, True, True))
+    again = dr_lab.kumiai("onboard", *TOWNS)
+    assert again.code == 0 and "changed=0" in again.stdout, (
+        f"the run after the fenced return changed something: {again}"
+    )
     print(f"killed {killed} processes of {HOME}; emergency failover of {len(TOWNS)} towns took {elapsed:.1f} s")
     print("loss windows:", windows, "lost acknowledged commits:", {t: len(s) for t, s in lost.items()})
     print("seconds to writable:", {r["town"]: r.get("seconds_to_writable") for r in moved})

@@ -60,6 +60,9 @@ def _report(records: list[dict[str, Any]], inventory_root: str, json_: bool) -> 
                 size = "unknown" if window["bytes"] is None else f"{window['bytes']} B"
                 secs = "unknown" if window["seconds"] is None else f"{window['seconds']:.3f} s"
                 out.print(f"  data-loss window: {size}, {secs} ({window['basis']})")
+            stuck = (r.get("archive_conflict") or {}).get("unresolved")
+            if stuck:
+                out.print(f"  [yellow]warning:[/] {stuck}")
             if r.get("fencing"):
                 out.print(f"  fencing of {r['from']}: {'; '.join(r['fencing'])}")
             if r.get("error"):
@@ -68,9 +71,9 @@ def _report(records: list[dict[str, Any]], inventory_root: str, json_: bool) -> 
                 out.print(f"  evidence: {r['evidence']}")
         if commit:
             out.print(f"placement changed in {', '.join(files)}; record the move in git:\n  {commit}")
-    failed = [r["town"] for r in records if r["result"] == "fail"]
+    failed = [f"{r['town']}: {r['error']}" for r in records if r["result"] == "fail"]
     if failed:
-        raise KumiaiError(f"failed for {', '.join(failed)} (see each town's evidence)")
+        raise KumiaiError("failed for " + "; ".join(failed))
 
 
 def failover(
