@@ -3,7 +3,8 @@
 A stack is one town at one site, or one site's platform. Stacks whose render key is in the cache are not
 rendered again; the rest are rendered in batches (one program run per batch of one site), in worker processes
 when there are enough of them to pay for starting the workers. Workers also check the rules and write the cache
-and the manifests of what they rendered, so the parent handles summaries only.
+and the manifests of what they rendered, so the parent handles summaries only. Only rendering is cached: the
+isolation rules (and, when validating, the schema check) run on every stack every time, over what the cache holds.
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ def refused(r: Result, *words: str) -> None:
 
 def test_the_plan_file_says_where_it_came_from(inv: Path, env: dict[str, str], tmp_path: Path) -> None:
     document = make_plan(inv, env, tmp_path / "plan.json", KUMIAI_ACTOR="someone-else")
+    assert (tmp_path / "plan.json").stat().st_mode & 0o777 == 0o600
     tree = subprocess.run(
         ["git", "rev-parse", "HEAD:inv"], cwd=inv.parent, capture_output=True, text=True, check=True
     ).stdout.strip()

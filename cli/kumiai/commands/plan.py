@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,7 +103,11 @@ def plan(
         document = plan_document(result, resources, validation, origin)
         plan_hash = document["plan_hash"]
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        # Readable by its owner only, like every plan kumiai keeps (the approver is handed the file, not the world).
+        fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
         if document["inventory"]["dirty"]:
             err.print(
                 f"[yellow]warning:[/] {root} has uncommitted changes: this plan can be read but not approved or applied"
