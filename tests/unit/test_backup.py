@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cli_helpers import clean_env, kumiai
 
+from kumiai.datalayer import pgbackrest
 from kumiai.datalayer.status import Backup, ClusterStatus, Lag, MemberStatus, TownStatus, parse_archive_max
+from kumiai.datalayer.topology import MemberLayout
 from kumiai.dr.backup import (
     RepoVerdict,
     archive_gap,
+    backup_repo,
     failures,
     parse_verify,
     problem_lines,
+    run_pgbackrest,
     segment_position,
     wal_segment,
 )
@@ -226,4 +231,20 @@ def test_the_backup_verify_runbook_loads_with_every_step_known() -> None:
         "backup-check-age",
         "backup-check-archive",
         "backup-verdict",
+    ]
+
+
+def test_a_pgbackrest_command_that_overruns_is_a_failure_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def overrun(*args: object, timeout: float) -> None:
+        raise subprocess.TimeoutExpired(["pgbackrest"], timeout)
+
+    monkeypatch.setattr(pgbackrest, "run", overrun)
+    member = MemberLayout("nakai", "site-a", 1, "127.0.1.11", Path("/var/tmp/lab/site-a/towns/nakai/member1"))
+    result = backup_repo([], member, 2, "full")
+    assert not result.ok and result.repo == 2
+    assert result.error == "ERROR: pgbackrest backup did not finish within 21600 s and was stopped"
+    out = run_pgbackrest([], member, "--repo=1", "verify", timeout=0.0)
+    assert parse_verify(out.returncode, out.stdout, out.stderr) == [
+        "ERROR: pgbackrest verify did not finish within 0 s and was stopped",
+        "pgBackRest's verify printed no report",
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -166,6 +167,17 @@ def is_primary(member: MemberLayout, timeout: float = 3.0) -> bool:
         return False
 
 
+def run_pgbackrest(
+    run_as: Sequence[str], member: MemberLayout, *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """pgbackrest.run; a command still running at the timeout is killed and reported as an error like its own."""
+    try:
+        return pgbackrest.run(run_as, member, *args, timeout=max(timeout, 1.0))
+    except subprocess.TimeoutExpired:
+        message = f"ERROR: pgbackrest {args[-1]} did not finish within {timeout:.0f} s and was stopped"
+        return subprocess.CompletedProcess(list(args), -1, "", message)
+
+
 @dataclass
 class RepoBackup:
     town: str
@@ -180,7 +192,7 @@ class RepoBackup:
 def backup_repo(run_as: Sequence[str], member: MemberLayout, repo: int, kind: str) -> RepoBackup:
     """One pgBackRest backup into one repo from this member (the leader); pgBackRest expires old ones after it."""
     t0 = time.perf_counter()
-    out = pgbackrest.run(run_as, member, f"--repo={repo}", f"--type={kind}", "backup", timeout=6 * 3600)
+    out = run_pgbackrest(run_as, member, f"--repo={repo}", f"--type={kind}", "backup", timeout=6 * 3600)
     seconds = time.perf_counter() - t0
     if out.returncode != 0:
         error = "; ".join(problem_lines(out.stderr + out.stdout)) or f"pgbackrest exited {out.returncode}"
@@ -274,7 +286,7 @@ def verify_repos(ctx: RunContext) -> str:
     for town in _towns(ctx):
         member = primary_leader(town) or town.at(town.primary_site)[0]
         for repo in town.repos:
-            out = pgbackrest.run(
+            out = run_pgbackrest(
                 _run_as(ctx, town),
                 member,
                 f"--repo={repo.number}",
@@ -334,7 +346,7 @@ def check_archive(ctx: RunContext) -> str:
             for v in repos:
                 v.broken.append(f"WAL archive not checked: no leader at {town.primary_site}")
             continue
-        out = pgbackrest.run(_run_as(ctx, town), leader, "check", timeout=max(ctx.remaining(), 1.0))
+        out = run_pgbackrest(_run_as(ctx, town), leader, "check", timeout=ctx.remaining())
         if out.returncode != 0:
             errors = "; ".join(problem_lines(out.stderr + out.stdout)) or f"exited {out.returncode}"
             for v in repos:
