@@ -6,7 +6,10 @@ them into resources (the kumiai_stacks sources, the models' quota tables, this p
 Pulumi SDK versions). Change any of them and the key changes; nothing is ever invalidated by hand.
 
 Layout: <dir>/<key[:2]>/<key>.json holds the stack's resources as a JSON array; <dir>/index.json maps keys to
-small summaries (counts, namespaces, violations) so that a plan of unchanged stacks reads one file.
+what was found about them (e.g. checkov's results, which cost seconds to make again), each with the digest of the
+entry it was found on. Everything is JSON: reading the cache runs no code. An entry is data to check, never a
+verdict: an index entry is returned only for a cache entry read by this process with the same digest, so a cache
+entry edited on disk loses every result made about it.
 """
 
 from __future__ import annotations
@@ -80,9 +83,15 @@ def stack_key(job: Job) -> str:
     return stack_keys([job])[0]
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class RenderCache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Digest of each entry as this process last read or wrote it.
+        self._digests: dict[str, str] = {}
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -91,8 +100,10 @@ class RenderCache:
         return self.path(key).is_file()
 
     def read_text(self, key: str) -> str:
-        """The stack's resources as JSON array text (spliced as is into a plan file)."""
-        return self.path(key).read_text(encoding="utf-8")
+        """The stack's resources as JSON array text."""
+        text = self.path(key).read_text(encoding="utf-8")
+        self._digests[key] = _digest(text)
+        return text
 
     def read(self, key: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = json.loads(self.read_text(key))
@@ -102,18 +113,37 @@ class RenderCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(resources, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        text = json.dumps(resources, ensure_ascii=False, separators=(",", ":"))
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+        self._digests[key] = _digest(text)
 
     def read_index(self) -> dict[str, dict[str, Any]]:
+        """What was found about the entries this process has read, where they are unchanged since."""
         try:
             data = json.loads((self.root / INDEX).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            k: v
+            for k, v in data.items()
+            if isinstance(v, dict) and k in self._digests and v.get("digest") == self._digests[k]
+        }
 
     def write_index(self, index: dict[str, dict[str, Any]]) -> None:
+        """Keep `index`, each entry bound to the digest of the cache entry it describes (as it is on disk now for
+        an entry this process has neither read nor written, e.g. one a worker rendered)."""
+        bound = {}
+        for key, found in index.items():
+            if key not in self._digests:
+                try:
+                    self.read_text(key)
+                except OSError:
+                    continue  # no entry left to describe
+            bound[key] = {**found, "digest": self._digests[key]}
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f"{INDEX}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(index, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        tmp.write_text(json.dumps(bound, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
         os.replace(tmp, self.root / INDEX)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from cli_helpers import copy_inventory, kumiai_in_process
@@ -20,7 +21,7 @@ from git_helpers import repo_with_inventory
 
 from kumiai.inventory import load_inventory
 from kumiai.models import Placement
-from kumiai.rendercache import stack_key, stack_keys
+from kumiai.rendercache import RenderCache, stack_key, stack_keys
 from kumiai_stacks.spec import platform_spec, tenant_spec
 
 Edit = Callable[[Path], Any]
@@ -79,6 +80,59 @@ def test_every_other_input_is_in_the_key(lab: Any, part: str) -> None:
 def test_a_platform_key_differs_from_a_town_key(lab: Any) -> None:
     site = lab.consortium.site("site-a")
     assert stack_key(platform_spec(lab, site)) != stack_key(tenant_spec(lab, lab.towns["nakai"], site))
+
+
+# --- what the index says about an entry holds only for that entry
+
+RESOURCES = [{"type": "kubernetes:core/v1:Namespace", "name": "n", "inputs": {"kind": "Namespace"}}]
+
+
+def test_a_result_is_reused_for_the_entry_it_was_made_on(tmp_path: Path) -> None:
+    cache = RenderCache(tmp_path)
+    cache.write("ab12", RESOURCES)
+    cache.write_index({"ab12": {"checkov": []}})
+
+    again = RenderCache(tmp_path)
+    assert again.read("ab12") == RESOURCES
+    assert again.read_index() == {"ab12": {"checkov": [], "digest": mock.ANY}}
+
+
+def test_a_result_is_not_reused_for_an_entry_edited_since(tmp_path: Path) -> None:
+    cache = RenderCache(tmp_path)
+    cache.write("ab12", RESOURCES)
+    cache.write_index({"ab12": {"checkov": []}})
+    entry = cache.path("ab12")
+    entry.write_text(json.dumps([*RESOURCES, CLUSTER_ADMIN]), encoding="utf-8")
+
+    again = RenderCache(tmp_path)
+    again.read("ab12")
+    assert again.read_index() == {}
+
+
+def test_an_index_edited_to_match_nothing_is_not_believed(tmp_path: Path) -> None:
+    cache = RenderCache(tmp_path)
+    cache.write("ab12", RESOURCES)
+    cache.write_index({"ab12": {"checkov": [{"check_id": "CKV_K8S_16"}]}})
+    index = json.loads((tmp_path / "index.json").read_text(encoding="utf-8"))
+    index["ab12"] = {"checkov": [], "digest": "0" * 64}  # the failure removed, without knowing the digest
+    (tmp_path / "index.json").write_text(json.dumps(index), encoding="utf-8")
+
+    again = RenderCache(tmp_path)
+    again.read("ab12")
+    assert again.read_index() == {}
+
+
+def test_results_are_returned_only_for_entries_read_by_this_process(tmp_path: Path) -> None:
+    cache = RenderCache(tmp_path)
+    cache.write("ab12", RESOURCES)
+    cache.write_index({"ab12": {"checkov": []}})
+    assert RenderCache(tmp_path).read_index() == {}
+
+
+def test_an_index_entry_without_a_cache_entry_is_dropped(tmp_path: Path) -> None:
+    cache = RenderCache(tmp_path)
+    cache.write_index({"cd34": {"checkov": []}})
+    assert json.loads((tmp_path / "index.json").read_text(encoding="utf-8")) == {}
 
 
 # --- plans through the CLI: cached equals uncached
