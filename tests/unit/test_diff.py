@@ -109,6 +109,13 @@ def changed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return inv
 
 
+@pytest.fixture(scope="module")
+def changes(changed: Path, state: dict[str, str]) -> dict[str, Any]:
+    """The JSON diff of the two commits."""
+    data: dict[str, Any] = json.loads(diff(changed, state, "HEAD~1", "--head", "HEAD", "--format", "json").stdout)
+    return data
+
+
 def diff(inv: Path, env: dict[str, str], *args: str) -> Any:
     r = kumiai("--inventory", inv, "diff", *args, env=env, cwd=inv.parent)
     assert r.code in (0, 1), r.stderr
@@ -119,8 +126,8 @@ def _objects(stack: dict[str, Any], op: str) -> set[str]:
     return {f"{r['kind']} {r['object']}" for r in stack["resources"] if r["op"] == op}
 
 
-def test_exactly_the_three_changes_and_nothing_else(changed: Path, state: dict[str, str]) -> None:
-    data = json.loads(diff(changed, state, "HEAD~1", "--head", "HEAD", "--format", "json").stdout)
+def test_exactly_the_three_changes_and_nothing_else(changes: dict[str, Any]) -> None:
+    data = changes
     summary = data["summary"]
     assert summary["towns_added"] == ["matsuda"] and summary["towns_removed"] == []
     assert sorted(summary["towns_changed"]) == ["kiyokawa", "nakai"]
@@ -159,8 +166,10 @@ def test_exactly_the_three_changes_and_nothing_else(changed: Path, state: dict[s
 
 
 @pytest.mark.parametrize("fmt", ["text", "md", "html"])
-def test_people_formats_show_the_same_changes(changed: Path, state: dict[str, str], fmt: str) -> None:
-    data = json.loads(diff(changed, state, "HEAD~1", "--head", "HEAD", "--format", "json").stdout)
+def test_people_formats_show_the_same_changes(
+    changed: Path, state: dict[str, str], changes: dict[str, Any], fmt: str
+) -> None:
+    data = changes
     shown = diff(changed, state, "HEAD~1", "--head", "HEAD", "--format", fmt).stdout
     removed = [r["object"] for t in data["towns"] for s in t["stacks"] for r in s["resources"] if r["op"] == REMOVE]
     for name, town in (("中井町", "nakai"), ("松田町", "matsuda"), ("清川村", "kiyokawa")):

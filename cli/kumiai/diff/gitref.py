@@ -40,13 +40,15 @@ class InventorySource:
         """The tree hash of the inventory at `ref`; an unknown ref or a ref without the inventory is bad input."""
         if ref.startswith("-"):
             raise InputError(Problem(option, ref, "a git ref does not start with '-'"))
+        # One git process when all is well; a second only to say which part was wrong.
+        found = _git(self.repo, "rev-parse", "--quiet", f"{ref}^{{commit}}", self.spec(ref))
+        lines = found.stdout.decode().split()
+        if found.returncode == 0 and len(lines) == 2:
+            return lines[1]
         commit = _git(self.repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
         if commit.returncode != 0:
             raise InputError(Problem(option, ref, f"no commit {ref!r} in the git repository {self.repo}"))
-        tree = _git(self.repo, "rev-parse", "--verify", "--quiet", self.spec(ref))
-        if tree.returncode != 0:
-            raise InputError(Problem(option, ref, f"{ref} has no directory {self.path or '.'} (the inventory)"))
-        return tree.stdout.decode().strip()
+        raise InputError(Problem(option, ref, f"{ref} has no directory {self.path or '.'} (the inventory)"))
 
     def dirty(self) -> bool:
         """Whether the work tree's inventory differs from HEAD (changed, added or untracked files)."""
