@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import typer
 
 from kumiai.audit.runs import NOT_ENDED, runs_of
 from kumiai.audit.trail import Trail, verify
@@ -105,6 +107,29 @@ def test_the_inventory_is_recorded_by_its_git_tree(log: Path, tmp_path: Path) ->
     assert clean["inventory"]["tree"] == tree.stdout.strip() and clean["inventory"]["dirty"] is False
     assert dirty["inventory"]["tree"] == tree.stdout.strip() and dirty["inventory"]["dirty"] is True
     assert clean["inventory"]["path"] == str(inv)
+
+
+def test_without_an_inventory_argument_the_command_lines_inventory_is_recorded(log: Path, tmp_path: Path) -> None:
+    """Commands do not pass their inventory: the global --inventory option the CLI parsed is found and recorded."""
+    from typer.testing import CliRunner
+
+    from kumiai.main import AppState
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main(ctx: typer.Context, inventory: Annotated[Path, typer.Option()]) -> None:
+        ctx.obj = AppState(inventory_path=inventory)
+
+    @app.command()
+    def change() -> None:
+        with Operation("change", log_path=log):
+            pass
+
+    result = CliRunner().invoke(app, ["--inventory", str(tmp_path), "change"])
+    assert result.exit_code == 0, result.output
+    begin, _ = records(log)
+    assert begin["inventory"]["path"] == str(tmp_path)
 
 
 def test_the_command_line_is_recorded_with_secrets_masked(log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
