@@ -269,6 +269,9 @@ class Consortium(Strict):
     local_systems: list[LocalSystem] = []
     defaults: TownDefaults = TownDefaults()
     approvers: list[Approver] = []  # who may sign plans (kumiai approve); names and keys unique: checked below
+    # S3 object lock of every backup bucket. COMPLIANCE: no credential at all can delete a backup before its
+    # protection.immutable_days end; GOVERNANCE: only one granted s3:BypassGovernanceRetention can.
+    object_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
 
     # Field validators rather than one model validator, so each problem is reported at its field path.
     @field_validator("sites")

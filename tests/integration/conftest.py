@@ -93,20 +93,23 @@ def networks(variable: str, default: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def build_lab(test_networks: dict[str, str], towns: list[str] | None = None) -> Iterator[Lab]:
-    """A lab built from nothing by `kumiai lab up` on these networks, in a directory of its own; removed after."""
+def build_lab(
+    test_networks: dict[str, str], towns: list[str] | None = None, source: Path = ROOT / "inventories" / "lab"
+) -> Iterator[Lab]:
+    """A lab built from nothing by `kumiai lab up` on these networks, in a directory of its own; removed after.
+    `source` is an inventory on the lab's networks (addresses in it, e.g. object store endpoints, move too)."""
     etcd_hosts = [net.replace(".0/24", ".1") for net in test_networks.values()]
     if any(_answers(host, 2379) for host in etcd_hosts):
         pytest.fail(f"another test lab is running on {', '.join(etcd_hosts)}: stop it first (kumiai lab down)")
     base = Path(tempfile.mkdtemp(prefix="kumiai-it-", dir="/var/tmp"))
     base.chmod(0o755)
     inventory = base / "inventory"
-    shutil.copytree(ROOT / "inventories" / "lab", inventory)
+    shutil.copytree(source, inventory)
     consortium = inventory / "consortium.yaml"
     text = consortium.read_text(encoding="utf-8")
     for lab_net, test_net in test_networks.items():
         assert lab_net in text
-        text = text.replace(lab_net, test_net)
+        text = text.replace(lab_net.removesuffix("0/24"), test_net.removesuffix("0/24"))
     consortium.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUMIAI_")}
     env.update(

@@ -24,10 +24,12 @@ from kumiai.datalayer.topology import (
     PG_PORT,
     REPLICATION_USER,
     REST_PORT,
+    RepoLayout,
     Topology,
     group_name,
 )
 from kumiai.inventory import Inventory
+from kumiai.objectstore.lab import lab_store_vars
 
 
 def build_inventory(
@@ -63,13 +65,16 @@ def build_inventory(
             "kumiai_etcd_data_dir": str(site.etcd_data_dir),
             "kumiai_etcd_cluster_token": f"kumiai-{inv.consortium.name}-{site.id}",
             "kumiai_repo_path": str(site.repo_path),
+            "kumiai_storage_type": "s3" if site.object_store else "posix",
         }
+        if site.object_store and site.object_store.run_dir:
+            hostvars[site.host]["kumiai_object_store"] = lab_store_vars(site.object_store)
         add("sites", site.host)
         add(f"site_{group_name(site.id)}", site.host)
 
     for town in topology.towns.values():
         common = town_vars(inv, inv.towns[town.id])
-        repos = [{"number": r.number, "site": r.site, "path": str(r.path)} for r in town.repos]
+        repos = [repo_vars(topology, r) for r in town.repos]
         for member in town.members:
             site = topology.site(member.site)
             is_primary = member.site == town.primary_site
@@ -118,6 +123,24 @@ def build_inventory(
         },
     }
     return {**groups, "_meta": {"hostvars": hostvars}}
+
+
+def repo_vars(topology: Topology, repo: RepoLayout) -> dict[str, Any]:
+    """A repo as the pgbackrest role takes it: posix, or a bucket in the site's object store."""
+    store = topology.site(repo.site).object_store
+    if store is None:
+        return {"number": repo.number, "site": repo.site, "type": "posix", "path": str(repo.path)}
+    return {
+        "number": repo.number,
+        "site": repo.site,
+        "type": "s3",
+        "path": str(repo.path),
+        "bucket": repo.bucket,
+        "endpoint": store.host,
+        "port": store.port,
+        "region": store.region,
+        "ca_file": str(store.ca_file) if store.ca_file else None,
+    }
 
 
 def script_document(inventory: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,9 @@ class TownSecrets:
     replication_password: str
     app_password: str
     backup_cipher_pass: str
+    # The town's S3 user at its sites' object stores (kumiai.objectstore); empty in vaults written before them.
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
 
     def __repr__(self) -> str:  # never show a secret by accident (logs, tracebacks)
         return "TownSecrets(<hidden>)"
@@ -40,7 +44,17 @@ class TownSecrets:
             replication_password=secrets.token_urlsafe(24),
             app_password=secrets.token_urlsafe(24),
             backup_cipher_pass=secrets.token_urlsafe(48),
+            **_s3_keys(),
         )
+
+
+def _s3_keys() -> dict[str, str]:
+    # The shape S3 stores issue: 20 upper-case letters and digits, a 40-character secret.
+    alphabet = string.ascii_uppercase + string.digits
+    return {
+        "s3_access_key": "".join(secrets.choice(alphabet) for _ in range(20)),
+        "s3_secret_key": secrets.token_urlsafe(30),
+    }
 
 
 def vault_key_file() -> Path:
@@ -92,11 +106,16 @@ def load_town_secrets(path: Path, key_file: Path | None = None) -> TownSecrets:
 
 
 def ensure_town_secrets(path: Path, key_file: Path | None = None) -> TownSecrets:
-    """The town's credentials: read them when they exist, else generate and store them (once)."""
+    """The town's credentials: read them when they exist, else generate and store them (once). A vault written
+    before the town had S3 keys gets them added."""
     key_file = ensure_vault_key(key_file)
     if path.exists():
-        return load_town_secrets(path, key_file)
-    fresh = TownSecrets.generate()
+        stored = load_town_secrets(path, key_file)
+        if stored.s3_access_key:
+            return stored
+        fresh = TownSecrets(**{**stored.__dict__, **_s3_keys()})
+    else:
+        fresh = TownSecrets.generate()
     plain = yaml.safe_dump({SECRETS_VAR: fresh.__dict__}, sort_keys=True).encode()
     _write_private(path, _vault(key_file).encrypt(plain))
     return fresh

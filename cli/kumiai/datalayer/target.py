@@ -17,6 +17,7 @@ from typing import Protocol
 from kumiai.datalayer.runner import PlaybookResult
 from kumiai.datalayer.topology import Topology
 from kumiai.inventory import Inventory
+from kumiai.objectstore.store import StoreAdmin
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class Target(Protocol):
     def scratch(self, town_id: str, site_id: str) -> ScratchLayout:
         """Where a drill of the town restores at a site. A production target answers with its site's drill host (a
         machine that reaches the site's backup repo and nothing of production) and a port kept for the town."""
+
+    def object_store(self, site_id: str) -> StoreAdmin | None:
+        """The owner account and the users of the site's object store; None when the site's repos are posix. A
+        production target answers with its S3 store's admin API and the owner credentials kept for it."""
 
     @property
     def state_dir(self) -> Path:

@@ -32,6 +32,26 @@ def group_name(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class ObjectStoreLayout:
+    """A site's S3 endpoint holding the towns' repos (one bucket per town), and how its certificate is checked."""
+
+    host: str
+    port: int
+    region: str
+    bucket_prefix: str
+    lock_mode: str
+    ca_file: Path | None  # None: the system's trust store
+    run_dir: Path | None = None  # the lab runs this store itself (roles/ceph_rgw), from here
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def bucket(self, town_id: str) -> str:
+        return f"{self.bucket_prefix}-{town_id}"
+
+
+@dataclass(frozen=True)
 class SiteLayout:
     id: str
     role: str
@@ -39,6 +59,7 @@ class SiteLayout:
     dir: Path
     repo_path: Path
     etcd_address: str
+    object_store: ObjectStoreLayout | None = None  # None: the site's repos are posix directories (repo_path)
 
     @property
     def host(self) -> str:
@@ -111,7 +132,8 @@ class RepoLayout:
 
     number: int
     site: str
-    path: Path
+    path: Path  # in an S3 repo, the path inside the bucket
+    bucket: str | None = None
 
 
 @dataclass(frozen=True)

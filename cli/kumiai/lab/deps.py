@@ -10,7 +10,7 @@ from collections.abc import Callable
 from kumiai import paths
 from kumiai.errors import KumiaiError
 
-DEBIAN_PACKAGES = ("postgresql-15", "pgbackrest", "etcd-server", "etcd-client")
+DEBIAN_PACKAGES = ("postgresql-15", "pgbackrest", "etcd-server", "etcd-client", "radosgw", "ceph-mon", "ceph-osd")
 # Importable module -> the requirement that provides it.
 PYTHON_PACKAGES = {
     "patroni": "patroni[etcd3]",

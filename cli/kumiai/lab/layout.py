@@ -16,6 +16,7 @@ from kumiai.datalayer.topology import MEMBERS_PER_SITE, MemberLayout, RepoLayout
 from kumiai.errors import KumiaiError
 from kumiai.inventory import Inventory
 from kumiai.models import Site, Town
+from kumiai.objectstore.lab import S3_REPO_PATH, lab_object_store
 
 # Host 1 is the site's etcd, 2-10 are kept for further site services.
 ETCD_HOST = 1
@@ -37,9 +38,8 @@ def member_address(network: ipaddress.IPv4Network, slot: int, index: int) -> ipa
     return network.network_address + FIRST_MEMBER_HOST + slot * MEMBERS_PER_SITE + index - 1
 
 
-def site_layout(lab_dir: Path, site: Site) -> SiteLayout:
+def site_layout(lab_dir: Path, site: Site, inv: Inventory) -> SiteLayout:
     storage = site.object_storage
-    # Production repos are S3; in the lab a posix path under the lab directory stands in for the site's storage.
     repo = lab_dir / storage.path if storage.type == "posix" and storage.path else lab_dir / site.id / "backup"
     return SiteLayout(
         id=site.id,
@@ -48,7 +48,15 @@ def site_layout(lab_dir: Path, site: Site) -> SiteLayout:
         dir=lab_dir / site.id,
         repo_path=repo,
         etcd_address=str(site.db_network.network_address + ETCD_HOST),
+        object_store=lab_object_store(lab_dir, site, inv) if storage.type == "s3" else None,
     )
+
+
+def repo_layout(site: SiteLayout, number: int, town_id: str) -> RepoLayout:
+    """The town's repo at a site: its bucket in the site's object store, or the site's posix directory."""
+    if site.object_store:
+        return RepoLayout(number, site.id, S3_REPO_PATH, bucket=site.object_store.bucket(town_id))
+    return RepoLayout(number, site.id, site.repo_path)
 
 
 def town_layout(lab_dir: Path, inv: Inventory, town: Town, slot: int) -> TownLayout:
@@ -65,16 +73,13 @@ def town_layout(lab_dir: Path, inv: Inventory, town: Town, slot: int) -> TownLay
         for site in sites
         for index in range(1, MEMBERS_PER_SITE + 1)
     )
-    repos = tuple(
-        RepoLayout(number=repo_number(inv, site.id), site=site.id, path=site_layout(lab_dir, site).repo_path)
-        for site in sites
-    )
+    repos = tuple(repo_layout(site_layout(lab_dir, site, inv), repo_number(inv, site.id), town.id) for site in sites)
     return TownLayout(id=town.id, slot=slot, primary_site=primary.id, dr_site=dr.id, members=members, repos=repos)
 
 
 def build_layout(lab_dir: Path, inv: Inventory, slots: Mapping[str, int]) -> Topology:
     """The lab for an inventory; only towns holding a slot (onboarded, or being onboarded) have members."""
-    sites = tuple(site_layout(lab_dir, s) for s in inv.consortium.sites)
+    sites = tuple(site_layout(lab_dir, s, inv) for s in inv.consortium.sites)
     towns = {
         tid: town_layout(lab_dir, inv, inv.towns[tid], slot) for tid, slot in sorted(slots.items()) if tid in inv.towns
     }

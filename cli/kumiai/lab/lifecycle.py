@@ -11,6 +11,7 @@ from kumiai.datalayer.runner import PlaybookResult
 from kumiai.errors import KumiaiError
 from kumiai.lab.supervisor import is_running, shutdown, stop_programs
 from kumiai.lab.target import LabTarget, etcd_silent
+from kumiai.objectstore.lab import ensure_lab_certificates
 from kumiai.ops import Operation
 
 
@@ -51,6 +52,8 @@ def start_sites(target: LabTarget, op: Operation) -> PlaybookResult:
     check_addresses_free(target)
     target.lab_dir.mkdir(parents=True, exist_ok=True)
     target.lab_dir.chmod(0o755)
+    with op.step("certificates of the sites' object stores"):
+        ensure_lab_certificates(target.topology())
     with op.step("both sites: site.yml") as step:
         result = target.run_playbook("site.yml")
         step.detail = f"changed={result.changed}"

@@ -17,6 +17,7 @@ from kumiai.inventory import Inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots
 from kumiai.lab.slots import assign_slots, read_slots
 from kumiai.lab.supervisor import SupervisorServices, is_running
+from kumiai.objectstore.lab import RadosgwAdmin
 
 
 def etcd_silent(topology: Topology) -> list[str]:
@@ -97,6 +98,10 @@ class LabTarget:
 
     def run_as(self, town_id: str) -> list[str]:
         return ["/usr/bin/setpriv", f"--reuid={DB_USER}", f"--regid={DB_USER}", "--init-groups"]
+
+    def object_store(self, site_id: str) -> RadosgwAdmin | None:
+        store = self.topology().site(site_id).object_store
+        return RadosgwAdmin(store) if store else None
 
     def scratch(self, town_id: str, site_id: str) -> ScratchLayout:
         """Host DRILL_HOST of the site's network, a port per town slot, a directory under the site's lab directory."""

@@ -1,0 +1,187 @@
+"""Each site's real object store (Ceph RGW) holding the towns' pgBackRest repos in locked, versioned buckets.
+
+A lab of its own (KUMIAI_TEST_S3_NETWORKS, default 127.0.61.0/24 and 127.0.62.0/24) whose sites keep backups in
+S3: the lab inventory with `object_storage: type: s3` at both sites and a retention of one day. Everything is
+checked against the running radosgw with the towns' own credentials, as ransomware holding them would try.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+import yaml
+from conftest import ROOT, Lab, build_lab, networks, run_playbook
+
+from kumiai.datalayer.secrets import load_town_secrets
+from kumiai.datalayer.topology import Topology
+from kumiai.inventory import load_inventory
+from kumiai.lab.target import LabTarget
+from kumiai.objectstore.s3 import BucketSpec, client, town_user, weaker_than
+from kumiai.objectstore.store import Credentials
+
+pytestmark = pytest.mark.integration
+
+TOWNS = ["kiyokawa", "nakai"]
+RETENTION_DAYS = 1
+
+
+def s3_lab_inventory(base: Path) -> Path:
+    """inventories/lab with both sites on S3 (the lab's own radosgw at host 3 of each site's network)."""
+    root = base / "inventory-s3"
+    shutil.copytree(ROOT / "inventories" / "lab", root)
+    path = root / "consortium.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for site in data["sites"]:
+        net = ipaddress.ip_network(site["db_network"])
+        site["object_storage"] = {
+            "type": "s3",
+            "endpoint": f"https://{net.network_address + 3}:7443",
+            "region": "default",
+            "bucket_prefix": f"lab-{site['id']}",
+        }
+    data["defaults"]["protection"]["immutable_days"] = RETENTION_DAYS
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def s3_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    source = s3_lab_inventory(tmp_path_factory.mktemp("s3-inventory"))
+    with build_lab(networks("KUMIAI_TEST_S3_NETWORKS", "127.0.61.0/24,127.0.62.0/24"), TOWNS, source=source) as lab:
+        yield lab
+
+
+def topology_of(lab: Lab) -> Topology:
+    return LabTarget(load_inventory(lab.inventory), lab.lab_dir).topology()
+
+
+def town_s3(lab: Lab, town: str, site: str) -> Any:
+    """A boto3 client of the site's store with the town's own credentials (from its vault)."""
+    topology = topology_of(lab)
+    secrets = load_town_secrets(topology.secrets_file(town), lab.vault_key)
+    store = topology.site(site).object_store
+    assert store is not None
+    return client(store, Credentials(secrets.s3_access_key, secrets.s3_secret_key))
+
+
+def refused(call: Any, **kwargs: Any) -> str:
+    """The error code of a request the store must refuse."""
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        call(**kwargs)
+    return str(caught.value.response["Error"]["Code"])
+
+
+def test_onboarding_leaves_a_verified_full_backup_in_each_sites_bucket(s3_lab: Lab) -> None:
+    status = s3_lab.status()
+    topology = topology_of(s3_lab)
+    for town in TOWNS:
+        assert status[town]["healthy"], status[town]
+        for repo in topology.towns[town].repos:
+            backup = status[town]["backups"][f"repo{repo.number}"]
+            assert backup is not None and backup["type"] == "full", (town, repo)
+            # The backup is in the bucket, read with the town's own keys, and pgBackRest verifies it there.
+            s3 = town_s3(s3_lab, town, repo.site)
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket=repo.bucket, Prefix="pgbackrest/")["Contents"]]
+            assert any(k.endswith(f"/{backup['label']}/backup.manifest") for k in keys), keys
+            assert any(re.search(r"/archive/[^/]+/archive.info$", k) for k in keys), keys
+
+
+def test_the_towns_own_credentials_cannot_weaken_or_delete_its_backups(s3_lab: Lab) -> None:
+    topology = topology_of(s3_lab)
+    for town in TOWNS:
+        for repo in topology.towns[town].repos:
+            assert repo.bucket is not None
+            s3 = town_s3(s3_lab, town, repo.site)
+            bucket = repo.bucket
+            versions = s3.list_object_versions(Bucket=bucket, Prefix="pgbackrest/")["Versions"]
+            assert versions
+            for version in versions[:3]:
+                retention = s3.get_object_retention(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+                assert retention["Retention"]["Mode"] == "COMPLIANCE"
+                assert refused(s3.delete_object, Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"]) in (
+                    "AccessDenied",
+                )
+                assert refused(
+                    s3.delete_object,
+                    Bucket=bucket,
+                    Key=version["Key"],
+                    VersionId=version["VersionId"],
+                    BypassGovernanceRetention=True,
+                ) in ("AccessDenied",)
+                shorter = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
+                assert refused(
+                    s3.put_object_retention,
+                    Bucket=bucket,
+                    Key=version["Key"],
+                    VersionId=version["VersionId"],
+                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": shorter},
+                ) in ("AccessDenied",)
+                assert refused(
+                    s3.put_object_retention,
+                    Bucket=bucket,
+                    Key=version["Key"],
+                    VersionId=version["VersionId"],
+                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": retention["Retention"]["RetainUntilDate"]},
+                ) in ("AccessDenied",)
+            # The bucket's own protection: no shorter default, no suspended versioning, no bucket deleted.
+            assert refused(
+                s3.put_object_lock_configuration,
+                Bucket=bucket,
+                ObjectLockConfiguration={
+                    "ObjectLockEnabled": "Enabled",
+                    "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+                },
+            ) in ("AccessDenied",)
+            assert refused(
+                s3.put_bucket_versioning, Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}
+            ) in ("AccessDenied", "InvalidBucketState")
+            assert refused(s3.delete_bucket, Bucket=bucket) in ("AccessDenied", "BucketNotEmpty")
+            assert refused(s3.put_bucket_policy, Bucket=bucket, Policy=json.dumps({"Statement": []})) in (
+                "AccessDenied",
+            )
+            # Deleting the current objects only hides them: every version is still there.
+            key = versions[0]["Key"]
+            s3.delete_object(Bucket=bucket, Key=key)
+            after = s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+            assert versions[0]["VersionId"] in {v["VersionId"] for v in after}
+            marker = s3.list_object_versions(Bucket=bucket, Prefix=key)["DeleteMarkers"][0]
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=marker["VersionId"])  # undo: markers are not locked
+            # And the bucket still is as strong as the town asks.
+            spec = BucketSpec(bucket, town_user(town), "COMPLIANCE", RETENTION_DAYS)
+            assert weaker_than(s3, spec) == []
+
+
+def test_another_towns_credentials_reach_nothing_of_the_bucket(s3_lab: Lab) -> None:
+    topology = topology_of(s3_lab)
+    owner, other = TOWNS
+    for repo in topology.towns[owner].repos:
+        s3 = town_s3(s3_lab, other, repo.site)
+        bucket = repo.bucket
+        assert refused(s3.list_objects_v2, Bucket=bucket) == "AccessDenied"
+        assert refused(s3.list_object_versions, Bucket=bucket) == "AccessDenied"
+        key = town_s3(s3_lab, owner, repo.site).list_objects_v2(Bucket=bucket, Prefix="pgbackrest/")["Contents"][0]
+        assert refused(s3.get_object, Bucket=bucket, Key=key["Key"]) == "AccessDenied"
+        assert refused(s3.put_object, Bucket=bucket, Key="pgbackrest/planted", Body=b"x") == "AccessDenied"
+        assert refused(s3.delete_object, Bucket=bucket, Key=key["Key"]) == "AccessDenied"
+
+
+def test_site_and_onboarding_playbooks_change_nothing_when_run_again(s3_lab: Lab) -> None:
+    site = run_playbook(s3_lab, "site.yml")
+    assert site.returncode == 0, site.stdout[-3000:]
+    assert re.findall(r"changed=(\d+)", site.stdout) and set(re.findall(r"changed=(\d+)", site.stdout)) == {"0"}, (
+        site.stdout[-3000:]
+    )
+    check = run_playbook(s3_lab, "site.yml", "--check")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert set(re.findall(r"changed=(\d+)", check.stdout)) == {"0"}, check.stdout[-3000:]
+    again = s3_lab.kumiai("onboard", *TOWNS, "--json", timeout=600)
+    assert again.code == 0, again

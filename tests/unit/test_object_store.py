@@ -1,0 +1,211 @@
+"""Object stores without a store: the towns' bucket specs, the lab's endpoints and certificates, the derived
+inventory's S3 repos, and S3 keys added to an older vault."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from kumiai.datalayer.ansible_inventory import build_inventory
+from kumiai.datalayer.secrets import SECRETS_VAR, _vault, ensure_town_secrets, ensure_vault_key, load_town_secrets
+from kumiai.errors import InputError
+from kumiai.inventory import Inventory, load_inventory
+from kumiai.lab.layout import build_layout
+from kumiai.objectstore.lab import certificate, ensure_lab_certificates
+from kumiai.objectstore.s3 import BucketSpec, town_user
+from kumiai.objectstore.tls import ensure_ca, ensure_server_cert
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def s3_inventory(tmp_path: Path, endpoints: dict[str, str] | None = None, **consortium: object) -> Inventory:
+    """inventories/lab with both sites' repos in S3, the lab running each site's store at host 3 of its network
+    (or at `endpoints[site id]`)."""
+    root = tmp_path / "inv"
+    shutil.copytree(ROOT / "inventories" / "lab", root)
+    path = root / "consortium.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for site in data["sites"]:
+        net = ipaddress.ip_network(site["db_network"])
+        site["object_storage"] = {
+            "type": "s3",
+            "endpoint": (endpoints or {}).get(site["id"], f"https://{net.network_address + 3}:7443"),
+            "region": "default",
+            "bucket_prefix": f"lab-{site['id']}",
+        }
+    data.update(consortium)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return load_inventory(root)
+
+
+# --- buckets
+
+
+def test_a_towns_bucket_policy_names_only_its_user_and_its_bucket() -> None:
+    spec = BucketSpec(name="lab-site-a-nakai", town_user=town_user("nakai"), lock_mode="COMPLIANCE", retention_days=30)
+    statements = spec.policy()["Statement"]
+    assert {p for s in statements for p in s["Principal"]["AWS"]} == {"arn:aws:iam:::user/kumiai-town-nakai"}
+    assert {r for s in statements for r in s["Resource"]} == {
+        "arn:aws:s3:::lab-site-a-nakai",
+        "arn:aws:s3:::lab-site-a-nakai/*",
+    }
+    actions = {a for s in statements for a in s["Action"]}
+    # Nothing that weakens the bucket or skips a lock.
+    for forbidden in (
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:PutBucketVersioning",
+        "s3:BypassGovernanceRetention",
+        "s3:PutBucketPolicy",
+        "s3:DeleteBucket",
+        "s3:PutLifecycleConfiguration",
+    ):
+        assert forbidden not in actions
+    assert all(s["Effect"] == "Allow" for s in statements)
+
+
+@pytest.mark.parametrize("mode", ["COMPLIANCE", "GOVERNANCE"])
+def test_the_default_retention_is_the_towns_immutable_days(mode: str) -> None:
+    spec = BucketSpec(name="b-town", town_user="u", lock_mode=mode, retention_days=12)
+    assert spec.lock_configuration() == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": mode, "Days": 12}},
+    }
+    (rule,) = spec.lifecycle_rules()
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 12}
+    assert rule["Status"] == "Enabled"
+
+
+def test_no_immutable_days_keeps_the_lock_without_a_default_retention() -> None:
+    spec = BucketSpec(name="b-town", town_user="u", lock_mode="COMPLIANCE", retention_days=0)
+    assert spec.lock_configuration() == {"ObjectLockEnabled": "Enabled"}
+    # S3 refuses a noncurrent expiration of 0 days.
+    assert spec.lifecycle_rules()[0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+
+
+# --- the lab's endpoints and the derived inventory
+
+
+def test_s3_sites_give_each_town_a_bucket_per_site(tmp_path: Path) -> None:
+    inv = s3_inventory(tmp_path, object_lock_mode="GOVERNANCE")
+    topology = build_layout(tmp_path / "lab", inv, {"nakai": 0, "kiyokawa": 1})
+    store_a = topology.site("site-a").object_store
+    assert store_a is not None
+    assert (store_a.host, store_a.port, store_a.lock_mode) == ("127.0.1.3", 7443, "GOVERNANCE")
+    assert store_a.run_dir == tmp_path / "lab" / "site-a" / "objectstore"
+    buckets = {(t.id, r.number): r.bucket for t in topology.towns.values() for r in t.repos}
+    assert buckets == {
+        ("nakai", 1): "lab-site-a-nakai",
+        ("nakai", 2): "lab-site-b-nakai",
+        ("kiyokawa", 1): "lab-site-a-kiyokawa",
+        ("kiyokawa", 2): "lab-site-b-kiyokawa",
+    }
+
+    data = build_inventory(inv, topology, bin_dir=Path("/b"), python=Path("/b/python"))
+    hostvars = data["_meta"]["hostvars"]
+    assert hostvars["site-b"]["kumiai_storage_type"] == "s3"
+    assert hostvars["site-b"]["kumiai_object_store"]["address"] == "127.0.2.3"
+    repo2 = next(r for r in hostvars["nakai-site-a-1"]["kumiai_repos"] if r["number"] == 2)
+    assert repo2 == {
+        "number": 2,
+        "site": "site-b",
+        "type": "s3",
+        "path": "/pgbackrest",
+        "bucket": "lab-site-b-nakai",
+        "endpoint": "127.0.2.3",
+        "port": 7443,
+        "region": "default",
+        "ca_file": str(tmp_path / "lab" / "ca" / "ca.crt"),
+    }
+
+
+def test_posix_sites_keep_posix_repos(tmp_path: Path) -> None:
+    inv = load_inventory(ROOT / "inventories" / "lab")
+    topology = build_layout(tmp_path, inv, {"nakai": 0})
+    assert all(s.object_store is None for s in topology.sites)
+    data = build_inventory(inv, topology, bin_dir=Path("/b"), python=Path("/b/python"))
+    assert "kumiai_object_store" not in data["_meta"]["hostvars"]["site-a"]
+    assert {r["type"] for r in data["_meta"]["hostvars"]["nakai-site-a-1"]["kumiai_repos"]} == {"posix"}
+
+
+def test_a_lab_endpoint_outside_the_sites_network_is_refused(tmp_path: Path) -> None:
+    inv = s3_inventory(tmp_path, endpoints={"site-b": "https://127.0.1.3:7443"})  # site-a's network
+    with pytest.raises(InputError) as caught:
+        build_layout(tmp_path / "lab", inv, {})
+    (problem,) = caught.value.problems
+    assert problem.file.endswith("consortium.yaml")
+    assert problem.field == "sites[1].object_storage.endpoint"
+    assert "127.0.2.0/24" in problem.message
+
+
+# --- certificates
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_lab_certificates_name_the_address_and_chain_to_the_lab_ca(tmp_path: Path) -> None:
+    topology = build_layout(tmp_path / "lab", s3_inventory(tmp_path), {})
+    ensure_lab_certificates(topology)
+    for site in topology.sites:
+        assert site.object_store is not None and site.object_store.ca_file is not None
+        cert_file, key_file = certificate(site.object_store)
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        ca = x509.load_pem_x509_certificate(site.object_store.ca_file.read_bytes())
+        cert.verify_directly_issued_by(ca)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        # pgBackRest matches an address against DNS names only, boto3 against IP addresses.
+        assert san.get_values_for_type(x509.DNSName) == [site.object_store.host]
+        assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == [site.object_store.host]
+        assert _mode(key_file) == 0o600
+    assert _mode(tmp_path / "lab" / "ca" / "ca.key") == 0o600
+
+
+def test_certificates_are_kept_while_good_and_reissued_when_not(tmp_path: Path) -> None:
+    ca = ensure_ca(tmp_path / "ca", "test CA")
+    server = ensure_server_cert(ca, tmp_path / "srv", "127.0.9.3")
+    first = server.cert.read_bytes()
+    assert ensure_ca(tmp_path / "ca", "test CA").cert.read_bytes() == ca.cert.read_bytes()
+    assert ensure_server_cert(ca, tmp_path / "srv", "127.0.9.3").cert.read_bytes() == first
+
+    moved = ensure_server_cert(ca, tmp_path / "srv", "127.0.9.4")
+    assert moved.cert.read_bytes() != first
+
+    # A new CA of the same name (its key was lost): the old certificate no longer chains, so it is replaced.
+    (tmp_path / "ca" / "ca.key").unlink()
+    new_ca = ensure_ca(tmp_path / "ca", "test CA")
+    reissued = x509.load_pem_x509_certificate(
+        ensure_server_cert(new_ca, tmp_path / "srv", "127.0.9.4").cert.read_bytes()
+    )
+    reissued.verify_directly_issued_by(x509.load_pem_x509_certificate(new_ca.cert.read_bytes()))
+    assert reissued.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365)
+
+
+# --- the town's S3 keys
+
+
+def test_a_vault_written_before_s3_keys_gets_them_and_keeps_the_rest(tmp_path: Path) -> None:
+    key = ensure_vault_key(tmp_path / "vault.key")
+    path = tmp_path / "nakai.vault.yml"
+    old = {
+        "superuser_password": "su-pass",
+        "replication_password": "repl-pass",
+        "app_password": "app-pass",
+        "backup_cipher_pass": "cipher-pass",
+    }
+    path.write_bytes(_vault(key).encrypt(yaml.safe_dump({SECRETS_VAR: old}).encode()))
+    secrets = ensure_town_secrets(path, key)
+    assert len(secrets.s3_access_key) == 20 and secrets.s3_access_key.isalnum()
+    assert len(secrets.s3_secret_key) >= 40
+    stored = load_town_secrets(path, key)
+    assert stored == secrets
+    assert {k: getattr(stored, k) for k in old} == old
+    assert ensure_town_secrets(path, key) == stored  # generated once
+    assert b"su-pass" not in path.read_bytes()
