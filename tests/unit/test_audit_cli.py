@@ -259,3 +259,14 @@ def test_since_takes_dates_times_and_ages() -> None:
     assert parse_since("2026-10-01T09:00+09:00", now) == datetime(2026, 10, 1, 0, 0, tzinfo=UTC)
     with pytest.raises(InputError, match="--since"):
         parse_since("yesterday", now)
+
+
+def test_an_empty_trail_verifies_and_reports_no_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUMIAI_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("KUMIAI_AUDIT_ANCHOR", raising=False)
+    verified = kumiai_in_process("audit", "verify")
+    assert verified.code == 0 and "no records yet" in verified.stdout
+    report = kumiai_in_process("audit", "report")
+    assert report.code == 0 and "No records: nothing has been recorded" in report.stdout
+    assert json.loads(kumiai_in_process("audit", "log", "--json").stdout) == []
+    assert not (tmp_path / "state").exists()  # reading never creates a trail

@@ -129,6 +129,8 @@ class Report:
 
     def integrity_lines(self) -> list[str]:
         i = self.integrity
+        if i.get("ok") and not i.get("records"):
+            return ["No records: nothing has been recorded in this trail (no log and no anchor)."]
         if i.get("ok"):
             head = i.get("head") or {}
             where = f"; head seq {head.get('seq')} at {head.get('time')}" if head else ""

@@ -116,8 +116,13 @@ def verify_cmd(json_: JsonOpt = False) -> None:
             f"the audit log {check.trail.log} does not verify:\n  " + "\n  ".join(str(p) for p in check.problems)
         )
     head = data["head"]
-    at = f", head seq {head['seq']} at {head['time']}" if head else ""
-    out.print(f"[green]ok[/]: {data['records']} records{at}; chain, key and anchor agree ({escape(data['log'])})")
+    if head is None:
+        out.print(f"[green]ok[/]: no records yet: no log and no anchor ({escape(data['log'])})")
+        return
+    out.print(
+        f"[green]ok[/]: {data['records']} records, head seq {head['seq']} at {head['time']}; "
+        f"chain, key and anchor agree ({escape(data['log'])})"
+    )
 
 
 @audit_app.command("report")
