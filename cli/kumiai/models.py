@@ -84,7 +84,8 @@ def _visible(c: str) -> bool:
         return c.isalnum() or c in NAME_PUNCTUATION
     # Letters, marks, digits, punctuation, symbols and spaces (e.g. the ideographic space); not control, format,
     # private-use or line/paragraph separator characters.
-    return unicodedata.category(c)[0] in "LMNPS" or unicodedata.category(c) == "Zs"
+    category = unicodedata.category(c)
+    return category[0] in "LMNPS" or category == "Zs"
 
 
 def _plain_text(value: str) -> str:
@@ -120,7 +121,7 @@ def _storage_path(value: str) -> str:
         )
     if value.startswith("/"):
         tree = next((t for t in SYSTEM_TREES if PurePosixPath(value).is_relative_to(t)), None)
-        if tree is not None or value.rstrip("/") in (*SYSTEM_DIRS, ""):
+        if tree is not None or (value.rstrip("/") or "/") in SYSTEM_DIRS:
             raise ValueError(
                 f"must not be a system directory ({tree or value}): an absolute path, allowed only for real hosts, "
                 "names a directory of kumiai's own, e.g. /srv/kumiai/backup"
