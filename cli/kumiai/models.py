@@ -243,7 +243,8 @@ class Protection(Strict):
     @field_validator("backup_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        fields = value.split()
+        # Split on spaces only: a tab or a line break would reach the schedulers' files.
+        fields = [f for f in value.split(" ") if f]
         if len(fields) != 5 or not all(
             _cron_field_ok(f, low, high) for f, (low, high) in zip(fields, CRON_RANGES, strict=True)
         ):

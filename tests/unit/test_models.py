@@ -233,6 +233,9 @@ def test_valid_cron_schedules(schedule: str) -> None:
         "0 2 * * MON",
         "0 2 * * ,",
         "- - - - -",
+        "0 2 * * *\n",
+        "0\t2 * * *",
+        "0 2 * * *\n[program:x]",
     ],
 )
 def test_invalid_cron_schedules(schedule: str) -> None:
