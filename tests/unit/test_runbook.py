@@ -197,5 +197,6 @@ def test_render_rewrites_a_stale_page_and_check_says_which(tmp_path: Path, monke
     assert "edited by hand" in page.read_text(encoding="utf-8")  # --check writes nothing
     written = runner.invoke(app, ["runbook", "render"])
     assert written.exit_code == 0 and "failback.md" in written.stdout
-    assert runner.invoke(app, ["runbook", "render", "--check"]).exit_code == 0
+    current = runner.invoke(app, ["runbook", "render", "--check", "--json"])
+    assert current.exit_code == 0 and json.loads(current.stdout) == {"stale": []}
     assert page.read_text(encoding="utf-8") == (ROOT / "dr-runbooks" / "failback.md").read_text(encoding="utf-8")

@@ -63,6 +63,7 @@ def runbook_render(
     check: Annotated[
         bool, typer.Option("--check", help="Write nothing; exit 1 when a Markdown file is stale.")
     ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Write each runbook's Markdown next to its YAML (dr-runbooks/<id>.md)."""
     stale = []
@@ -73,6 +74,9 @@ def runbook_render(
         stale.append(name)
         if not check:
             path.write_text(text, encoding="utf-8")
+    if json_:
+        emit_json({"stale" if check else "written": stale})
     if check and stale:
         raise KumiaiError(f"stale runbook pages: {', '.join(stale)} (kumiai runbook render)")
-    out.print(f"{'stale' if check else 'written'}: {', '.join(stale) or 'none'}")
+    if not json_:
+        out.print(f"{'stale' if check else 'written'}: {', '.join(stale) or 'none'}")
