@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from support.faults import descendants, kill, naming
 from support.partition import drop_rules
 from support.writer import Commit, WriterResult, longest_outage, lost_commits, table_name
 
@@ -63,3 +69,28 @@ def test_partition_rules_drop_each_sites_group_towards_every_other_site_only() -
         rule.format("127.0.2.0/24", '"unified/kumiai-partition-7/site-a"'),
         rule.format("127.0.1.0/24", '"unified/kumiai-partition-7/site-b"'),
     ]
+
+
+def test_a_process_tree_is_found_by_parentage_and_by_the_directory_its_arguments_name(tmp_path: Path) -> None:
+    # A shell (the tree's root) with a child, and a detached process that only names the directory, as a
+    # postmaster started by Patroni does; all of them this test's own.
+    root = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])
+    detached = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(61)", f"--pg1-path={tmp_path}/data"], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while len(descendants([root.pid])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        tree = descendants([root.pid])
+        assert root.pid in tree and len(tree) == 2
+        assert naming(tmp_path) == {detached.pid}
+        assert naming(tmp_path / "elsewhere") == set()
+        assert naming(Path(str(tmp_path)[:-1])) == set()  # a directory whose name is a prefix is another one
+        kill(tree | naming(tmp_path))
+        assert root.wait(timeout=5) == -signal.SIGKILL
+        assert detached.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        for proc in (root, detached):
+            if proc.poll() is None:
+                proc.kill()
