@@ -8,18 +8,14 @@ checked against the running radosgw with the towns' own credentials, as ransomwa
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import pytest
-import yaml
-from conftest import ROOT, Lab, build_lab, networks, run_playbook
+from conftest import Lab, build_lab, networks, run_playbook
 
 from kumiai.datalayer.secrets import load_town_secrets
 from kumiai.datalayer.topology import Topology
@@ -27,6 +23,7 @@ from kumiai.inventory import load_inventory
 from kumiai.lab.target import LabTarget
 from kumiai.objectstore.s3 import BucketSpec, client, town_user, weaker_than
 from kumiai.objectstore.store import Credentials
+from support.s3_inventory import s3_lab_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +31,9 @@ TOWNS = ["kiyokawa", "nakai"]
 RETENTION_DAYS = 1
 
 
-def s3_lab_inventory(base: Path) -> Path:
-    """inventories/lab with both sites on S3 (the lab's own radosgw at host 3 of each site's network)."""
-    root = base / "inventory-s3"
-    shutil.copytree(ROOT / "inventories" / "lab", root)
-    path = root / "consortium.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for site in data["sites"]:
-        net = ipaddress.ip_network(site["db_network"])
-        site["object_storage"] = {
-            "type": "s3",
-            "endpoint": f"https://{net.network_address + 3}:7443",
-            "region": "default",
-            "bucket_prefix": f"lab-{site['id']}",
-        }
-    data["defaults"]["protection"]["immutable_days"] = RETENTION_DAYS
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return root
-
-
 @pytest.fixture(scope="module")
 def s3_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    source = s3_lab_inventory(tmp_path_factory.mktemp("s3-inventory"))
+    source = s3_lab_inventory(tmp_path_factory.mktemp("s3") / "inventory", RETENTION_DAYS)
     with build_lab(networks("KUMIAI_TEST_S3_NETWORKS", "127.0.61.0/24,127.0.62.0/24"), TOWNS, source=source) as lab:
         yield lab
 

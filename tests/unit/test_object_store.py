@@ -4,8 +4,6 @@ inventory's S3 repos, and S3 keys added to an older vault."""
 from __future__ import annotations
 
 import datetime
-import ipaddress
-import shutil
 import stat
 from pathlib import Path
 
@@ -13,36 +11,23 @@ import pytest
 import yaml
 from cryptography import x509
 
+from kumiai.commands.recover import parse_moment
 from kumiai.datalayer.ansible_inventory import build_inventory
 from kumiai.datalayer.secrets import SECRETS_VAR, _vault, ensure_town_secrets, ensure_vault_key, load_town_secrets
 from kumiai.errors import InputError
 from kumiai.inventory import Inventory, load_inventory
 from kumiai.lab.layout import build_layout
 from kumiai.objectstore.lab import certificate, ensure_lab_certificates
+from kumiai.objectstore.recover import Entry, Step, plan_recovery
 from kumiai.objectstore.s3 import BucketSpec, town_user
 from kumiai.objectstore.tls import ensure_ca, ensure_server_cert
+from support.s3_inventory import s3_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def s3_inventory(tmp_path: Path, endpoints: dict[str, str] | None = None, **consortium: object) -> Inventory:
-    """inventories/lab with both sites' repos in S3, the lab running each site's store at host 3 of its network
-    (or at `endpoints[site id]`)."""
-    root = tmp_path / "inv"
-    shutil.copytree(ROOT / "inventories" / "lab", root)
-    path = root / "consortium.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for site in data["sites"]:
-        net = ipaddress.ip_network(site["db_network"])
-        site["object_storage"] = {
-            "type": "s3",
-            "endpoint": (endpoints or {}).get(site["id"], f"https://{net.network_address + 3}:7443"),
-            "region": "default",
-            "bucket_prefix": f"lab-{site['id']}",
-        }
-    data.update(consortium)
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return load_inventory(root)
+def s3_inventory(tmp_path: Path, **consortium: object) -> Inventory:
+    return load_inventory(s3_lab_inventory(tmp_path / "inv", **consortium))
 
 
 # --- buckets
@@ -135,7 +120,11 @@ def test_posix_sites_keep_posix_repos(tmp_path: Path) -> None:
 
 
 def test_a_lab_endpoint_outside_the_sites_network_is_refused(tmp_path: Path) -> None:
-    inv = s3_inventory(tmp_path, endpoints={"site-b": "https://127.0.1.3:7443"})  # site-a's network
+    root = s3_lab_inventory(tmp_path / "inv")
+    consortium = root / "consortium.yaml"
+    text = consortium.read_text(encoding="utf-8")
+    consortium.write_text(text.replace("https://127.0.2.3:7443", "https://127.0.1.3:7443"), encoding="utf-8")
+    inv = load_inventory(root)  # site-b's store on site-a's network
     with pytest.raises(InputError) as caught:
         build_layout(tmp_path / "lab", inv, {})
     (problem,) = caught.value.problems
@@ -209,3 +198,52 @@ def test_a_vault_written_before_s3_keys_gets_them_and_keeps_the_rest(tmp_path: P
     assert {k: getattr(stored, k) for k in old} == old
     assert ensure_town_secrets(path, key) == stored  # generated once
     assert b"su-pass" not in path.read_bytes()
+
+
+# --- recovery to a moment
+
+
+def _at(minute: int) -> datetime.datetime:
+    return datetime.datetime(2026, 11, 27, 9, minute, tzinfo=datetime.UTC)
+
+
+def _history(key: str, *events: tuple[int, str, bool]) -> list[Entry]:
+    """(minute, version id, delete marker?) oldest first; the last one is the key's current entry."""
+    return [Entry(key, vid, _at(m), marker, i == len(events) - 1) for i, (m, vid, marker) in enumerate(events)]
+
+
+def test_recovery_undoes_deletions_overwrites_and_later_objects() -> None:
+    entries = [
+        *_history("kept", (1, "k1", False)),
+        *_history("deleted", (1, "d1", False), (20, "dm", True)),
+        *_history("overwritten", (1, "o1", False), (5, "o2", False), (20, "o3", False)),
+        *_history("overwritten-then-deleted", (1, "x1", False), (20, "x2", False), (21, "xm", True)),
+        *_history("planted", (20, "p1", False)),
+        *_history("gone-before", (1, "g1", False), (2, "gm", True), (20, "g2", False)),
+        *_history("deleted-since-long", (1, "l1", False), (2, "lm", True)),
+    ]
+    recovery = plan_recovery("b", entries, _at(10))
+    assert {s.key: s for s in recovery.steps} == {
+        "deleted": Step("unmark", "deleted", markers=("dm",)),
+        "overwritten": Step("restore", "overwritten", version_id="o2"),
+        "overwritten-then-deleted": Step("restore", "overwritten-then-deleted", version_id="x1"),
+        "planted": Step("hide", "planted"),
+        "gone-before": Step("hide", "gone-before"),
+    }
+    assert recovery.counts() == {"restore": 2, "unmark": 1, "hide": 2, "unchanged": 2}
+
+
+def test_an_entry_written_at_the_moment_itself_counts() -> None:
+    entries = _history("k", (1, "v1", False), (10, "v2", False), (11, "v3", False))
+    (step,) = plan_recovery("b", entries, _at(10)).steps
+    assert step == Step("restore", "k", version_id="v2")
+    assert plan_recovery("b", entries, _at(11)).steps == []
+
+
+def test_recovery_needs_a_moment_with_its_offset() -> None:
+    assert parse_moment("2026-11-27T09:30:00+09:00") == _at(30) + datetime.timedelta(hours=-9)
+    assert parse_moment("2026-11-27T00:30:00Z") == _at(30) - datetime.timedelta(hours=9)
+    for bad in ("2026-11-27T09:30:00", "yesterday", ""):
+        with pytest.raises(InputError) as caught:
+            parse_moment(bad)
+        assert caught.value.problems[0].file == "--as-of"

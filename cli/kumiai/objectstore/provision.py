@@ -1,13 +1,16 @@
-"""Onboarding's part in the object stores: each town's S3 user and bucket at every site holding its repos."""
+"""What kumiai does in the sites' object stores through a target: each town's S3 user and bucket at every site
+holding its repos (onboarding), and a repo brought back to an earlier moment (`kumiai backup recover`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from kumiai.datalayer.secrets import ensure_town_secrets
 from kumiai.datalayer.target import Target
 from kumiai.datalayer.topology import Topology
-from kumiai.errors import KumiaiError
+from kumiai.errors import InputError, KumiaiError, Problem
+from kumiai.objectstore.recover import Recovery, recover_bucket
 from kumiai.objectstore.s3 import BucketSpec, client, reconcile_bucket, town_user
 from kumiai.objectstore.store import Credentials
 
@@ -46,3 +49,20 @@ def ensure_town_buckets(target: Target, topology: Topology, town_ids: Sequence[s
             spec = bucket_spec(target, topology, tid, site.id)
             changes += [f"{site.id}: bucket {spec.name}: {c}" for c in reconcile_bucket(owner, spec)]
     return changes
+
+
+def recover_repo(
+    target: Target, topology: Topology, town_id: str, repo_number: int, as_of: datetime, *, dry_run: bool = False
+) -> Recovery:
+    """The town's repo `repo_number` (its bucket at that repo's site) back to `as_of`, as the bucket's owner."""
+    repo = next((r for r in topology.towns[town_id].repos if r.number == repo_number), None)
+    if repo is None:
+        numbers = ", ".join(str(r.number) for r in topology.towns[town_id].repos)
+        raise InputError(Problem("--repo", str(repo_number), f"{town_id}'s repos are {numbers}"))
+    store = topology.site(repo.site).object_store
+    admin = target.object_store(repo.site)
+    if store is None or admin is None or repo.bucket is None:
+        raise InputError(
+            Problem("--repo", str(repo_number), f"repo{repo_number} is a posix directory at {repo.site}: no versions")
+        )
+    return recover_bucket(client(store, admin.owner()), repo.bucket, as_of, dry_run=dry_run)
