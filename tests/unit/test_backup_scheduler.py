@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 
 from kumiai.datalayer.topology import MemberLayout
@@ -170,3 +172,37 @@ def test_the_systemd_timer_fires_when_the_scheduler_does(expression: str) -> Non
         moment = fire
     assert ours == theirs
     assert ours[0] > base and ours[-1] - ours[0] > timedelta(0)
+
+
+def render_role_template(name: str, **variables: Any) -> str:
+    """A template of roles/backup_schedule as Ansible renders it (its filter plugin loaded the same way)."""
+    role = ROOT / "roles" / "backup_schedule"
+    spec = importlib.util.spec_from_file_location("backup_schedule_filters", role / "filter_plugins" / "cron.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(role / "templates"), undefined=jinja2.StrictUndefined)
+    env.filters.update(module.FilterModule().filters())
+    return env.get_template(name).render(**variables)
+
+
+def test_the_production_timer_and_service_of_a_job() -> None:
+    variables = {
+        "ansible_managed": "managed",
+        "backup_schedule_town": "nakai",
+        "backup_schedule_cron": "30 4 1,15 * 5",
+        "backup_schedule_user": "postgres",
+        "backup_schedule_bin_dir": "/opt/kumiai/bin",
+        "_backup_schedule_name": "nakai-site-a-1",
+        "_backup_schedule_unit": "kumiai-backup-nakai-site-a-1",
+        "_backup_schedule_job_file": "/etc/kumiai/backup-jobs/nakai-site-a-1.json",
+    }
+    timer = render_role_template("backup.timer.j2", **variables)
+    assert [line for line in timer.splitlines() if line.startswith("OnCalendar=")] == [
+        "OnCalendar=*-*-01,15 04:30:00 Asia/Tokyo",
+        "OnCalendar=Fri *-*-* 04:30:00 Asia/Tokyo",
+    ]
+    assert "Unit=kumiai-backup-nakai-site-a-1.service" in timer and "Persistent=true" in timer
+    service = render_role_template("backup.service.j2", **variables)
+    assert "Type=oneshot" in service and "User=postgres" in service
+    assert "ExecStart=/opt/kumiai/bin/kumiai-scheduler once /etc/kumiai/backup-jobs/nakai-site-a-1.json" in service

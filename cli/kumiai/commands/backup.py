@@ -127,10 +127,17 @@ def backup_verify(
         failed: list[str] = run_ctx.values.get("failures", [])
         op.target["verdict"] = "fail" if failed else "pass"
         op.target["failures"] = failed
+        evidence = backup.write_verify_evidence(
+            verdicts, run_id=op.run_id, checked_at=params["now"], verdict=op.target["verdict"]
+        )
+        op.target["evidence"] = str(evidence)
         if json_:
-            emit_json({"verdict": op.target["verdict"], "repos": [v.as_dict() for v in verdicts]})
+            emit_json(
+                {"verdict": op.target["verdict"], "evidence": str(evidence), "repos": [v.as_dict() for v in verdicts]}
+            )
         else:
             _print_verdicts(verdicts)
+            out.print(f"evidence: {evidence}")
         if failed:
             raise KumiaiError(f"backup verify failed: {'; '.join(failed)}")
 

@@ -65,6 +65,7 @@ def build_inventory(
             "kumiai_etcd_data_dir": str(site.etcd_data_dir),
             "kumiai_etcd_cluster_token": f"kumiai-{inv.consortium.name}-{site.id}",
             "kumiai_repo_path": str(site.repo_path),
+            "kumiai_backup_jobs_dir": str(site.backup_jobs_dir),
             "kumiai_storage_type": "s3" if site.object_store else "posix",
         }
         if site.object_store and site.object_store.run_dir:
@@ -93,6 +94,7 @@ def build_inventory(
                 "kumiai_pg_port": PG_PORT,
                 "kumiai_rest_port": REST_PORT,
                 "kumiai_supervisor_dir": str(site.supervisor_dir),
+                "kumiai_backup_jobs_dir": str(site.backup_jobs_dir),
                 "kumiai_etcd_hosts": [site.etcd_endpoint],
                 "kumiai_site_members": MEMBERS_PER_SITE,
                 "kumiai_primary_addresses": [m.address for m in town.at(town.primary_site)],

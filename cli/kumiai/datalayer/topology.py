@@ -86,6 +86,11 @@ class SiteLayout:
     def supervisor_config(self) -> Path:
         return self.supervisor_dir / "supervisord.conf"
 
+    @property
+    def backup_jobs_dir(self) -> Path:
+        """Definitions of the scheduled backups of the town members at this site (kumiai.dr.scheduler)."""
+        return self.dir / "backup-jobs"
+
 
 @dataclass(frozen=True)
 class MemberLayout:

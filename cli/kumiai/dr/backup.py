@@ -19,8 +19,10 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from kumiai import paths
 from kumiai.datalayer import pgbackrest
 from kumiai.datalayer.patroni import cluster_view
 from kumiai.datalayer.status import Backup, parse_all_backups, parse_archive_max, parse_cluster
@@ -146,6 +148,16 @@ def failures(verdicts: Sequence[RepoVerdict]) -> list[str]:
         for v in verdicts
         if v.status != "ok"
     ]
+
+
+def write_verify_evidence(verdicts: Sequence[RepoVerdict], *, run_id: str, checked_at: datetime, verdict: str) -> Path:
+    """One JSON record per verification under the evidence directory (kept when the lab is purged)."""
+    where = paths.evidence_dir() / "backup-verify"
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{checked_at:%Y%m%dT%H%M%SZ}-{run_id[:8]}.json"
+    record = {"run": run_id, "checked_at": checked_at.isoformat(), "verdict": verdict}
+    path.write_text(json.dumps({**record, "repos": [v.as_dict() for v in verdicts]}, indent=2) + "\n", "utf-8")
+    return path
 
 
 # --- backups ----------------------------------------------------------------------------------------------------
