@@ -299,8 +299,8 @@ TownLoader = Callable[[Path, Consortium | None], tuple[Town | None, list[Problem
 def load_inventory(root: Path | str, *, town_loader: TownLoader | None = None) -> Inventory:
     """Load and check an inventory. Raises InputError listing every problem found.
 
-    `town_loader` replaces `load_town` for each town file (e.g. a cache of already validated files, see
-    kumiai.towncache); the checks across files stay here."""
+    `town_loader` replaces `load_town` for each regular town file (e.g. a cache of parsed files that still
+    validates each, see kumiai.towncache); symbolic links and the checks across files stay here."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(

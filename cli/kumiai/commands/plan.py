@@ -72,7 +72,7 @@ def plan(
 ) -> None:
     """Render every town's tenant stack at every site under Pulumi mocks, check the isolation rules, validate the
     manifests. Changes nothing. Exit 1 if a rule or a validation fails, 2 on bad input."""
-    # Town files already validated in an earlier plan are not parsed again (see kumiai.towncache).
+    # Town files parsed in an earlier plan are not parsed again; every town is still validated (see kumiai.towncache).
     root: Path = ctx.obj.inventory_path
     towns_cache = TownCache(
         default_dir().parent / f"towns-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.json"
