@@ -230,6 +230,7 @@ def test_the_backup_verify_runbook_loads_with_every_step_known() -> None:
         "backup-verify-repos",
         "backup-check-age",
         "backup-check-archive",
+        "backup-check-locks",
         "backup-verdict",
     ]
 

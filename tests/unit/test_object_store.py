@@ -7,6 +7,7 @@ import datetime
 import stat
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 import yaml
 from cryptography import x509
@@ -19,7 +20,7 @@ from kumiai.inventory import Inventory, load_inventory
 from kumiai.lab.layout import build_layout
 from kumiai.objectstore.lab import certificate, ensure_lab_certificates
 from kumiai.objectstore.recover import Entry, Step, plan_recovery
-from kumiai.objectstore.s3 import BucketSpec, town_user
+from kumiai.objectstore.s3 import BucketSpec, town_user, weaker_than
 from kumiai.objectstore.tls import ensure_ca, ensure_server_cert
 from support.s3_inventory import s3_lab_inventory
 
@@ -247,3 +248,37 @@ def test_recovery_needs_a_moment_with_its_offset() -> None:
         with pytest.raises(InputError) as caught:
             parse_moment(bad)
         assert caught.value.problems[0].file == "--as-of"
+
+
+class _Bucket:
+    """The two reads `weaker_than` makes, answered as a store would."""
+
+    def __init__(self, versioning: str | None, lock: dict[str, object] | None) -> None:
+        self.versioning, self.lock = versioning, lock
+
+    def get_bucket_versioning(self, Bucket: str) -> dict[str, object]:
+        return {"Status": self.versioning} if self.versioning else {}
+
+    def get_object_lock_configuration(self, Bucket: str) -> dict[str, object]:
+        if self.lock is None:
+            error = {"Error": {"Code": "ObjectLockConfigurationNotFoundError", "Message": ""}}
+            raise botocore.exceptions.ClientError(error, "GetObjectLockConfiguration")
+        return {"ObjectLockConfiguration": self.lock}
+
+
+def _lock(mode: str, days: int) -> dict[str, object]:
+    return {"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}}}
+
+
+def test_verify_names_every_way_a_bucket_protects_less_than_asked() -> None:
+    spec = BucketSpec(name="b-town", town_user="u", lock_mode="COMPLIANCE", retention_days=30)
+    assert weaker_than(_Bucket("Enabled", _lock("COMPLIANCE", 30)), spec) == []
+    assert weaker_than(_Bucket("Enabled", _lock("COMPLIANCE", 45)), spec) == []
+    assert weaker_than(_Bucket("Suspended", _lock("COMPLIANCE", 30)), spec) == ["versioning is not enabled"]
+    assert weaker_than(_Bucket("Enabled", None), spec) == ["object lock is not enabled"]
+    assert weaker_than(_Bucket("Enabled", _lock("GOVERNANCE", 7)), spec) == [
+        "default retention 7 days, less than 30",
+        "lock mode GOVERNANCE, not COMPLIANCE",
+    ]
+    governance = BucketSpec(name="b-town", town_user="u", lock_mode="GOVERNANCE", retention_days=30)
+    assert weaker_than(_Bucket("Enabled", _lock("COMPLIANCE", 30)), governance) == []

@@ -152,7 +152,7 @@ def register_actions() -> None:
 
 
 # The modules holding the actions and checks of the runbooks in dr-runbooks/.
-ACTION_MODULES: tuple[str, ...] = ("kumiai.dr.drill", "kumiai.dr.failover", "kumiai.dr.backup")
+ACTION_MODULES: tuple[str, ...] = ("kumiai.dr.drill", "kumiai.dr.failover", "kumiai.dr.backup", "kumiai.dr.bucketlock")
 
 
 class StepFailed(KumiaiError):
