@@ -192,3 +192,19 @@ def test_the_ansible_inventory_follows_a_failover(tmp_path: Path) -> None:
     assert hv["nakai-site-a-1"]["kumiai_patroni_dynamic_config"]["standby_cluster"]["primary_slot_name"] == (
         "kumiai_dr_site_a"
     )
+
+
+def test_the_lab_refuses_a_repo_outside_its_directory(tmp_path: Path) -> None:
+    from kumiai.errors import InputError
+
+    inv = load_inventory(LAB)
+    site = inv.consortium.sites[1].model_copy(
+        update={
+            "object_storage": inv.consortium.sites[1].object_storage.model_copy(
+                update={"type": "posix", "path": "/srv/repo"}
+            )
+        }
+    )
+    consortium = inv.consortium.model_copy(update={"sites": [inv.consortium.sites[0], site]})
+    with pytest.raises(InputError, match=r"sites\[1\]\.object_storage\.path: the lab keeps repos under its directory"):
+        build_layout(tmp_path, dataclasses.replace(inv, consortium=consortium), {})

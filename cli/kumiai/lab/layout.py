@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kumiai.datalayer.hostvars import repo_number, town_sites
 from kumiai.datalayer.topology import MEMBERS_PER_SITE, MemberLayout, RepoLayout, SiteLayout, Topology, TownLayout
-from kumiai.errors import KumiaiError
+from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.inventory import Inventory
 from kumiai.models import Site, Town
 from kumiai.objectstore.lab import S3_REPO_PATH, lab_object_store
@@ -40,6 +40,16 @@ def member_address(network: ipaddress.IPv4Network, slot: int, index: int) -> ipa
 
 def site_layout(lab_dir: Path, site: Site, inv: Inventory) -> SiteLayout:
     storage = site.object_storage
+    if storage.type == "posix" and storage.path and Path(storage.path).is_absolute():
+        # Real hosts may keep a repo at an absolute path; the lab keeps everything under its own directory.
+        index = inv.consortium.sites.index(site)
+        raise InputError(
+            Problem(
+                str(inv.root / "consortium.yaml"),
+                f"sites[{index}].object_storage.path",
+                f"the lab keeps repos under its directory: give a relative path such as {site.id}/backup",
+            )
+        )
     repo = lab_dir / storage.path if storage.type == "posix" and storage.path else lab_dir / site.id / "backup"
     return SiteLayout(
         id=site.id,
