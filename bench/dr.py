@@ -78,10 +78,16 @@ def in_site(lab: Lab) -> list[dict[str, Any]]:
     ]
 
 
-def planned(lab: Lab, to_site: str) -> list[dict[str, Any]]:
+def dr_site_of(lab: Lab, tid: str) -> str:
+    """The town's DR site for its placement now (a failover rewrites the placement)."""
+    return LabTarget(load_inventory(lab.inventory), lab.lab_dir).topology().towns[tid].dr_site
+
+
+def planned(lab: Lab) -> list[dict[str, Any]]:
     rows = []
     for tid in TOWNS:
         wait_healthy(lab, tid)
+        to_site = dr_site_of(lab, tid)
         writer = writers(lab, [tid], "bench_planned")[tid]
         try:
             over_s, over = kumiai_json(lab, "failover", "--planned", "--to", to_site, "--town", tid)
@@ -110,10 +116,11 @@ def planned(lab: Lab, to_site: str) -> list[dict[str, Any]]:
     return rows
 
 
-def emergency(lab: Lab, to_site: str) -> dict[str, Any]:
+def emergency(lab: Lab) -> dict[str, Any]:
     for tid in TOWNS:
         wait_healthy(lab, tid)
     topology = LabTarget(load_inventory(lab.inventory), lab.lab_dir).topology()
+    to_site = topology.towns[TOWNS[0]].dr_site
     old_site = topology.site(topology.towns[TOWNS[0]].primary_site)
     running = writers(lab, TOWNS, "bench_emergency")
     killed = faults.kill_site(old_site)
@@ -151,13 +158,15 @@ def existing_lab(base: Path) -> Lab:
     return Lab(base=base, inventory=base / "inventory", lab_dir=base / "lab", state_dir=base / "state", env=env)
 
 
-def measure(lab: Lab) -> dict[str, Any]:
-    dr_site = LabTarget(load_inventory(lab.inventory), lab.lab_dir).topology().towns[TOWNS[0]].dr_site
-    return {"in_site": in_site(lab), "planned": planned(lab, dr_site), "emergency": emergency(lab, dr_site)}
+def measure(lab: Lab, results: dict[str, Any]) -> None:
+    """Each phase's figures go into `results` as soon as it ends: a later phase failing keeps the earlier ones."""
+    results["in_site"] = in_site(lab)
+    results["planned"] = planned(lab)
+    results["emergency"] = emergency(lab)
 
 
-def bench(test_networks: list[str], base: Path | None) -> dict[str, Any]:
-    results: dict[str, Any] = {
+def bench(test_networks: list[str], base: Path | None, results: dict[str, Any]) -> None:
+    results |= {
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -166,12 +175,11 @@ def bench(test_networks: list[str], base: Path | None) -> dict[str, Any]:
         }
     }
     if base is not None:
-        results.update(measure(existing_lab(base)))
+        measure(existing_lab(base), results)
     else:
         with build_lab(dict(zip(LAB_NETWORKS, test_networks, strict=True))) as lab:
-            results.update(measure(lab))
+            measure(lab, results)
     results["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
-    return results
 
 
 IN_SITE_COLUMNS = (
@@ -307,10 +315,14 @@ def main() -> None:
     )
     parser.add_argument("--from-json", type=Path, help="format results measured earlier instead of measuring")
     args = parser.parse_args()
-    results = json.loads(args.from_json.read_text()) if args.from_json else bench(args.networks.split(","), args.lab)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    results: dict[str, Any] = json.loads(args.from_json.read_text()) if args.from_json else {}
+    try:
+        if not args.from_json:
+            bench(args.networks.split(","), args.lab, results)
+    finally:
+        print(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
     section = markdown(results)
     print(section)
     if args.write_docs:
