@@ -24,10 +24,10 @@ from typing import Any
 
 from kumiai import paths
 from kumiai.datalayer import pgbackrest
-from kumiai.datalayer.patroni import cluster_view
-from kumiai.datalayer.status import Backup, parse_all_backups, parse_archive_max, parse_cluster
+from kumiai.datalayer.status import Backup, parse_all_backups, parse_archive_max
 from kumiai.datalayer.target import Target
 from kumiai.datalayer.topology import MemberLayout, Topology, TownLayout
+from kumiai.dr.failover import leader_of
 from kumiai.dr.objectives import stale_reason
 from kumiai.dr.runbook import RunContext, action
 from kumiai.dr.wal import SEGMENT_BYTES, SEGMENT_NAME, SEGMENTS_PER_LOG
@@ -150,24 +150,13 @@ def failures(verdicts: Sequence[RepoVerdict]) -> list[str]:
     ]
 
 
-def write_verify_evidence(verdicts: Sequence[RepoVerdict], *, run_id: str, checked_at: datetime, verdict: str) -> Path:
-    """One JSON record per verification under the evidence directory (kept when the lab is purged)."""
-    where = paths.evidence_dir() / "backup-verify"
-    where.mkdir(parents=True, exist_ok=True)
-    path = where / f"{checked_at:%Y%m%dT%H%M%SZ}-{run_id[:8]}.json"
-    record = {"run": run_id, "checked_at": checked_at.isoformat(), "verdict": verdict}
-    path.write_text(json.dumps({**record, "repos": [v.as_dict() for v in verdicts]}, indent=2) + "\n", "utf-8")
-    return path
-
-
 # --- backups ----------------------------------------------------------------------------------------------------
 
 
 def primary_leader(town: TownLayout) -> MemberLayout | None:
-    """The member leading the town's primary site now, per Patroni; None when there is none."""
-    members = town.at(town.primary_site)
-    cluster = parse_cluster(town.primary_site, "primary", cluster_view(members))
-    return next((m for m in members if m.name == cluster.leader), None)
+    """The member leading the town's primary site as a primary now, per Patroni; None when there is none."""
+    leader, role = leader_of(town.at(town.primary_site))
+    return leader if role == "leader" else None
 
 
 def is_primary(member: MemberLayout, timeout: float = 3.0) -> bool:
@@ -244,7 +233,7 @@ def list_backups(target: Target, topology: Topology, town_ids: Sequence[str]) ->
 
 # --- verification: the actions of dr-runbooks/backup-verify.yaml --------------------------------------------------
 # ctx.params: target, topology, towns (ids), now (aware datetime), grace_s. ctx.values["verdicts"]: RepoVerdict by
-# (town, repo), filled in step by step; ctx.values["info"]: pgBackRest's info per town.
+# (town, repo), filled in step by step.
 
 
 def _verdicts(ctx: RunContext) -> dict[tuple[str, int], RepoVerdict]:
@@ -272,7 +261,6 @@ def read_info(ctx: RunContext) -> str:
     verdicts = _verdicts(ctx)
     for town in _towns(ctx):
         info = _info(ctx, town)
-        ctx.values.setdefault("info", {})[town.id] = info
         stanza = info[0] if info else {}
         repo_status = {int(r.get("key", 0)): r.get("status", {}) for r in stanza.get("repo", [])}
         newest = {b.repo: b for b in parse_all_backups(info)}
@@ -382,3 +370,13 @@ def verdict(ctx: RunContext) -> str:
     verdicts = list(_verdicts(ctx).values())
     ctx.values["failures"] = failures(verdicts)
     return f"{len(verdicts) - len(ctx.values['failures'])} of {len(verdicts)} repos ok"
+
+
+def write_verify_evidence(verdicts: Sequence[RepoVerdict], *, run_id: str, checked_at: datetime, verdict: str) -> Path:
+    """One JSON record per verification under the evidence directory (kept when the lab is purged)."""
+    where = paths.evidence_dir() / "backup-verify"
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{checked_at:%Y%m%dT%H%M%SZ}-{run_id[:8]}.json"
+    record = {"run": run_id, "checked_at": checked_at.isoformat(), "verdict": verdict}
+    path.write_text(json.dumps({**record, "repos": [v.as_dict() for v in verdicts]}, indent=2) + "\n", "utf-8")
+    return path
