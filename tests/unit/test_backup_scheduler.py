@@ -91,9 +91,13 @@ def test_a_job_file_added_or_changed_is_read_without_restarting(tmp_path: Path) 
     write_job(tmp_path, "manazuru-site-a-1", job_data(town="manazuru", index=1, schedule="*/5 * * * *"))
     assert sched.due(at(1, 3)) == []  # first seen at 10:01:03; next firing 10:05
     assert [job.town for _, job in sched.due(at(5, 4))] == ["manazuru"]
+    # a changed schedule counts from the change: every minute from 10:06:02 fires first at 10:07, not at once
+    write_job(tmp_path, "manazuru-site-a-1", job_data(town="manazuru", index=1, schedule="* * * * *"))
+    assert sched.due(at(6, 2)) == []
+    assert [job.town for _, job in sched.due(at(7, 1))] == ["manazuru"]
     (tmp_path / "manazuru-site-a-1.json").unlink()
     assert sched.due(at(10, 4)) == []
-    assert sched.since == {}
+    assert sched.since == {} and sched.known == {}
 
 
 def test_a_bad_job_file_is_skipped_with_one_log_line_and_the_others_still_fire(

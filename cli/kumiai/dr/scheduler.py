@@ -108,6 +108,7 @@ class Scheduler:
     def __init__(self, jobs_dir: Path) -> None:
         self.jobs_dir = jobs_dir
         self.since: dict[str, datetime] = {}  # job file -> firings up to this time are handled
+        self.known: dict[str, BackupJob] = {}  # job file -> the job as last read
         self.reported: dict[str, float] = {}  # bad job file -> its mtime when reported (one log line per version)
         self.running: dict[str, threading.Thread] = {}
 
@@ -125,13 +126,18 @@ class Scheduler:
         return jobs
 
     def due(self, now: datetime) -> list[tuple[str, BackupJob]]:
-        """Jobs whose schedule fired since the last tick (a job seen for the first time starts counting now)."""
+        """Jobs whose schedule fired since the last tick (a job seen for the first time, or changed, starts
+        counting now: a new schedule is not caught up on)."""
         jobs = self.jobs()
         for gone in set(self.since) - set(jobs):
             del self.since[gone]
+            del self.known[gone]
         due = []
         for name, job in jobs.items():
-            since = self.since.setdefault(name, now)
+            if self.known.get(name) != job:
+                self.known[name] = job
+                self.since[name] = now
+            since = self.since[name]
             fire = next_fire(job.schedule, since)
             if fire is not None and fire <= now:
                 self.since[name] = now
