@@ -228,7 +228,24 @@ def test_apply_refuses_a_plan_that_differs_from_a_fresh_render(
     document["plan_hash"] = plan_hash(document)
     plan.write_text(json.dumps(document), encoding="utf-8")
     assert run(inv, env, "approve", plan, "--key", keys["sato"][0]).code == 0
-    refused(run(inv, env, "apply", plan), "stale", "rendering the planned inventory now")
+    # Every entry of the shared render cache poisoned to match: apply renders afresh, so it is not fooled.
+    cache = Path(env["KUMIAI_STATE_DIR"]) / "cache" / "render"
+    honest = {p: p.read_text(encoding="utf-8") for p in cache.glob("*/*.json") if quota in _with_pods(p, quota)}
+    assert honest
+    for entry in honest:
+        entry.write_text(json.dumps(_with_pods(entry, quota)), encoding="utf-8")
+    try:
+        refused(run(inv, env, "apply", plan), "stale", "rendering the planned inventory now")
+    finally:
+        for entry, text in honest.items():
+            entry.write_text(text, encoding="utf-8")
+
+
+def _with_pods(entry: Path, quota: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cache entry's resources with the quota replaced by the edited one (same site, type and name)."""
+    resources: list[dict[str, Any]] = json.loads(entry.read_text(encoding="utf-8"))
+    same = ("site", "type", "name")
+    return [quota if all(r[k] == quota[k] for k in same) else r for r in resources]
 
 
 def test_apply_refuses_a_plan_after_the_inventory_moved_on(

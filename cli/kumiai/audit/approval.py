@@ -285,7 +285,8 @@ def check_fresh(
     plan: Path, document: dict[str, Any], source: InventorySource, inv: Inventory, cache_dir: Path
 ) -> list[Job]:
     """Refuse a stale plan: the inventory moved on since, or this kumiai renders the same tree differently.
-    Returns the stacks the plan covers."""
+    The render is fresh (cache_dir is scratch space, never read): a cache is not evidence. Returns the stacks the
+    plan covers."""
     planned = document["inventory"]["tree"]
     head = source.tree("HEAD", "--inventory")
     if head != planned:
@@ -297,7 +298,7 @@ def check_fresh(
         )
     selection = document["selection"]
     jobs = select_jobs(inv, list(selection.get("towns") or []), list(selection.get("sites") or []))
-    rendered = render_stacks(jobs, cache_dir=cache_dir)
+    rendered = render_stacks(jobs, cache_dir=cache_dir, use_cache=False)
     fresh = content_hash(resource_set(rendered.cache, rendered.keys(jobs)))
     if fresh != document["resources_hash"]:
         raise _refuse(

@@ -17,7 +17,6 @@ from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.inventory import Inventory
 from kumiai.ops import Operation
 from kumiai.render import PLATFORM, Job, stack_id
-from kumiai.rendercache import default_dir
 
 
 def register(app: typer.Typer) -> None:
@@ -119,7 +118,8 @@ def apply(ctx: typer.Context, plan_file: PlanFile, json_: JsonFlag = False) -> N
             if signed.break_glass:
                 _loud_break_glass(signed.approver.name, signed.break_glass)
             with op.step("check the plan is current"):
-                jobs = approval.check_fresh(plan_file, document, source, inv, default_dir())
+                # Rendered afresh into a scratch cache: the shared render cache is not what a plan is checked against.
+                jobs = approval.check_fresh(plan_file, document, source, inv, Path(tmp) / "render")
             checked = (
                 f"{plan_file} ({document['plan_hash']}): approved by {signed.approver.name} "
                 f"({signed.approver.role}), current, {len(jobs)} stacks"
