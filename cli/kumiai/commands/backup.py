@@ -66,14 +66,16 @@ def backup_run(
                 done = backup.backup_towns(target, topology, [tid], kind, number)
                 step.detail = ", ".join(f"repo{r.repo} {r.label if r.ok else 'failed'}" for r in done)
             results += done
+            # Printed town by town: a full backup of a large town takes a while.
+            for r in [] if json_ else done:
+                what = f"{r.label} in {r.seconds:.1f} s" if r.ok else f"[red]FAILED[/]: {escape(r.error or '')}"
+                out.print(f"{r.town:16} repo{r.repo}  {r.type:4}  {what}")
+        if not ids and not json_:
+            out.print("no town is onboarded here")
         failed = [f"{r.town} repo{r.repo} ({r.error})" for r in results if not r.ok]
         op.target["verdict"] = "fail" if failed else "pass"
         if json_:
             emit_json({"backups": [r.__dict__ for r in results]})
-        else:
-            for r in results:
-                what = f"{r.label} in {r.seconds:.1f} s" if r.ok else f"[red]FAILED[/]: {escape(r.error or '')}"
-                out.print(f"{r.town:16} repo{r.repo}  {r.type:4}  {what}")
         if failed:
             raise KumiaiError(f"backup failed: {'; '.join(failed)}")
 
