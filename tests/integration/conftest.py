@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from support import faults
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 # A busy machine (other labs, 2 cores) can need more: KUMIAI_TEST_LAB_UP_TIMEOUT.
@@ -127,7 +129,12 @@ def build_lab(
         assert up.code == 0, f"kumiai lab up failed: {up}"
         yield lab
     finally:
-        lab.kumiai("lab", "down", "--purge", timeout=300)
+        down = lab.kumiai("lab", "down", "--purge", timeout=300)
+        if down.code != 0:
+            # Whatever `lab down` could not stop, found by its supervisord pid files and by the processes naming this
+            # lab's directory: never another lab's, never by name.
+            pids = {faults.pidfile(p) for p in lab.lab_dir.glob("*/supervisor/supervisord.pid")} - {None}
+            faults.kill(faults.descendants(pids) | faults.naming(base))
         shutil.rmtree(base, ignore_errors=True)
 
 
