@@ -29,6 +29,7 @@ lint: setup
 	$(BIN)/ruff check cli stacks tests bench scripts
 	$(BIN)/ruff format --check cli stacks tests bench scripts
 	$(BIN)/yamllint -s .
+	$(BIN)/lint-imports --no-cache
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q
 
 typecheck: setup
