@@ -16,7 +16,7 @@ from typing import Any
 from kumiai.datalayer.hostvars import town_vars
 from kumiai.inventory import Inventory
 from kumiai.render import PLATFORM, SECRET
-from kumiai_stacks import naming, rules
+from kumiai_stacks import rules
 
 Resource = Mapping[str, Any]
 
@@ -324,8 +324,3 @@ def compare(base: Side, head: Side) -> InventoryDiff:
         name = (new or old).name  # type: ignore[union-attr]
         towns.append(TownDiff(town_id, name, status, stacks, datalayer, placement))
     return InventoryDiff(base.label, head.label, head.inventory.consortium.name, towns, platform, unchanged)
-
-
-def db_service(stack: StackDiff) -> list[ResourceDiff]:
-    """The changes to the town's `db` Service in a stack: where the town's database is reached."""
-    return [r for r in stack.resources if r.kind == "Service" and r.object.endswith(f"/{naming.DB_SERVICE}")]
