@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Lab
+import yaml
+from conftest import ROOT, Lab
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +72,10 @@ def test_verify_passes_on_the_healthy_lab_and_is_audited(lab: Lab) -> None:
     assert audit.code == 0, audit
     runs = [r for r in json.loads(audit.stdout) if r["operation"] == "backup verify"]
     assert runs and runs[-1]["result"] == "ok" and runs[-1]["target"]["verdict"] == "pass", runs[-1:]
-    assert [s["name"] for s in runs[-1]["steps"]] == [
-        f"backup-verify: {step}" for step in ("read-backups", "verify-repos", "check-age", "check-archive", "verdict")
-    ]
+    # every step of the runbook, in its order, is a step of the audit record
+    book = yaml.safe_load((ROOT / "dr-runbooks" / "backup-verify.yaml").read_text(encoding="utf-8"))
+    assert [s["name"] for s in runs[-1]["steps"]] == [f"backup-verify: {step['id']}" for step in book["steps"]]
+    assert all(s["status"] == "ok" for s in runs[-1]["steps"]), runs[-1]["steps"]
 
 
 def test_status_reports_every_town_within_its_targets(lab: Lab) -> None:
