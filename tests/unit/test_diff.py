@@ -10,7 +10,20 @@ import pytest
 from cli_helpers import clean_env, kumiai, snapshot
 from git_helpers import commit_all, edit, git, repo_with_inventory
 
-from kumiai.diff.model import ADD, CHANGE, MISSING, REMOVE, REPLACE, diff_resources, diff_values, mask_vars
+from kumiai.diff.model import (
+    ADD,
+    CHANGE,
+    MISSING,
+    REMOVE,
+    REPLACE,
+    InventoryDiff,
+    StackDiff,
+    TownDiff,
+    diff_resources,
+    diff_values,
+    mask_vars,
+)
+from kumiai.diff.report import RENDERERS
 
 # --- the comparison -----------------------------------------------------------------------------------------
 
@@ -70,6 +83,17 @@ def test_resources_are_added_and_removed_by_pulumi_identity() -> None:
     diffs = diff_resources([_binding("ops", "a")], [other])
     assert sorted((d.name, d.op) for d in diffs) == [("t-lgwan-ops", REMOVE), ("t-mynumber-ops", ADD)]
     assert diff_resources([_binding("ops", "a")], [_binding("ops", "a")]) == []
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "html"])
+def test_a_replacement_is_called_out_with_its_reason(fmt: str) -> None:
+    stack = StackDiff(
+        "site-a", "t", diff_resources([_binding("ops", "a")], [_binding("admin", "a")]), [], [], True, True
+    )
+    town = TownDiff("t", "試験町", CHANGE, [stack], [], None)
+    shown = RENDERERS[fmt](InventoryDiff("HEAD", "working tree", "lab", [town], [], 0))
+    assert "1 resources will be REPLACED" in shown
+    assert "roleRef.name" in shown and "cannot change in place" in shown and "試験町" in shown
 
 
 def test_secret_looking_host_variables_are_masked_at_any_depth() -> None:
