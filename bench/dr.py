@@ -252,6 +252,8 @@ def markdown(r: dict[str, Any]) -> str:
         for x in e["towns"]
     )
     worst_emergency = max(x["writable_after_command_s"] for x in e["towns"])
+    own = [x["seconds_to_writable"] for x in e["towns"] if x["seconds_to_writable"] is not None] or [float("nan")]
+    own_min, own_max = min(own), max(own)
     worst_planned = max(x["command_s"] for x in r["planned"])
     worst_planned_outage = max(x["writer_outage_s"] for x in r["planned"])
     return f"""## DR
@@ -277,8 +279,10 @@ the machine).
 {header(PLANNED_COLUMNS)}
 {planned_rows}
 
-- Aim: under 10 s per town. Longest stretch without an acknowledged commit here: {worst_planned_outage:.1f} s;
-  slowest whole `failover --planned` command (checks before and after the handover included): {worst_planned:.1f} s.
+- Aim: under 10 s per town. Met by what clients see: the longest stretch without an acknowledged commit was
+  {worst_planned_outage:.1f} s. Not met by the whole `failover --planned` command, {worst_planned:.1f} s at worst:
+  after the handover it waits for the old site to settle as a standby, checks archiving and the new site's
+  health, and it includes kumiai's own start-up (the steps are in each failover's evidence).
 
 ### Emergency failover of every town after the primary site is lost
 
@@ -289,7 +293,9 @@ All {e["killed_processes"]} processes of the primary site SIGKILLed (supervisord
 {emergency_rows}
 
 - Aim: every lab town writable at the DR site within 30 s of the failover command. Slowest here:
-  {worst_emergency:.1f} s.
+  {worst_emergency:.1f} s. kumiai's own time from a town's step to writable is {own_min:.1f}–{own_max:.1f} s; the
+  rest is the command's start and the towns failed over before it (one at a time): with more towns than these
+  three the last ones would miss the aim unless towns are failed over a few at a time.
 - Cross-site replication is asynchronous: what the killed site acknowledged in its last moments may be missing at
   the DR site; kumiai reports that window (read from the old members' WAL, which the lab's disks still hold).
 """
