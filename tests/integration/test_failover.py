@@ -248,7 +248,7 @@ def test_emergency_failover_after_losing_the_primary_site_and_a_fenced_return(dr
         assert len(seqs) <= windows[town]["commits"], (town, seqs, windows[town])
 
     with Prober(dr_lab, HOME) as prober:
-        up = dr_lab.kumiai("lab", "up", timeout=600)
+        up = dr_lab.kumiai("lab", "up", "--towns", ",".join(TOWNS), timeout=600)
         assert up.code == 0, str(up)
         time.sleep(5)
     assert prober.attempts > 0

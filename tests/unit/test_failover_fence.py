@@ -175,5 +175,10 @@ def test_a_member_of_the_same_site_fencing_first_is_not_overwritten(world, tmp_p
     state, base = world
     state.config, state.primary_members, state.change_before_txn = dict(PRIMARY_CONFIG), [LEADER], True
     result = fence(base, tmp_path)
-    assert (result.get("failed", False), result["state"], state.writes) == (False, "fenced", 0)
+    assert (result.get("failed", False), result["changed"], result["state"], state.writes) == (
+        False,
+        False,
+        "standby",
+        0,
+    )
     assert state.config is not None and state.config["standby_cluster"] == STANDBY

@@ -144,6 +144,7 @@ def main() -> None:
             config, _revision = _read(module)
             if not (config or {}).get("standby_cluster"):
                 module.fail_json(msg=f"the configuration key {module.params['key']} changed while fencing it")
+            module.exit_json(changed=False, state="standby")
     module.exit_json(changed=True, state="fenced")
 
 
