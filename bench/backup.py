@@ -30,13 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]
 
 from kumiai.dr.backup import primary_leader  # noqa: E402
 from kumiai.inventory import load_inventory  # noqa: E402
 from kumiai.lab.target import LabTarget  # noqa: E402
-from onboard import DOCS, run  # noqa: E402
+from onboard import run  # noqa: E402
 from support.s3_inventory import s3_lab_inventory  # noqa: E402
 
 LAB_NETWORKS = ("127.0.1.0/24", "127.0.2.0/24")
@@ -200,13 +202,6 @@ repo on the same disk, then a restore of each.
 """
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    pattern = re.compile(r"^## Object storage\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="approximate size of the synthetic table (MB)")
@@ -214,13 +209,7 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="replace the Object storage section of the docs")
     args = parser.parse_args()
     results = bench(args.mb)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    section = markdown(results)
-    print(section)
-    if args.write_docs:
-        write_docs(section)
+    publish(results, markdown(results), title="Object storage", json_path=args.json, write_docs=args.write_docs)
 
 
 if __name__ == "__main__":

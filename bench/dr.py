@@ -23,11 +23,12 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
@@ -40,7 +41,6 @@ from support import faults  # noqa: E402
 from support.scenarios import in_site_failover, wait_healthy  # noqa: E402
 from support.writer import Writer, held_seqs, lab_town, town_endpoint  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 TOWNS = ["kiyokawa", "manazuru", "nakai"]
 LAB_NETWORKS = ("127.0.1.0/24", "127.0.2.0/24")
 
@@ -301,13 +301,6 @@ All {e["killed_processes"]} processes of the primary site SIGKILLed (supervisord
 """
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## DR\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", default="127.0.35.0/24,127.0.36.0/24", help="the lab's two site networks")
@@ -325,14 +318,13 @@ def main() -> None:
     try:
         if not args.from_json:
             bench(args.networks.split(","), args.lab, results)
-    finally:
+    except BaseException:
+        # The phases measured before one failed are kept (raw, for --from-json).
         print(json.dumps(results, indent=2))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
-    section = markdown(results)
-    print(section)
-    if args.write_docs:
-        write_docs(section)
+        raise
+    publish(results, markdown(results), title="DR", json_path=args.json, write_docs=args.write_docs)
 
 
 if __name__ == "__main__":

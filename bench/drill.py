@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -28,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from kumiai.datalayer.secrets import load_town_secrets
+from report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 KUMIAI = ROOT / ".venv" / "bin" / "kumiai"
-DOCS = ROOT / "docs" / "benchmarks.md"
 TOWN = "nakai"
 # pgbench's scale 1 is about 15 MB of tables and indexes: 68 makes a town of about 1 GB.
 DEFAULT_SCALE = 68
@@ -211,13 +210,6 @@ average was {r["machine"]["loadavg_1min_at_start"]} at the start and {r["loadavg
 """
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Drills\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=DEFAULT_SCALE, help="pgbench scale of the large town")
@@ -226,13 +218,7 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="replace the Drills section of docs/benchmarks.md")
     args = parser.parse_args()
     results = bench(args.scale, args.networks.split(","))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    section = markdown(results)
-    print(section)
-    if args.write_docs:
-        write_docs(section)
+    publish(results, markdown(results), title="Drills", json_path=args.json, write_docs=args.write_docs)
 
 
 if __name__ == "__main__":

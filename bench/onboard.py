@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 KUMIAI = ROOT / ".venv" / "bin" / "kumiai"
-DOCS = ROOT / "docs" / "benchmarks.md"
 SINGLE = ["kiyokawa", "manazuru"]
 # Five Kanagawa towns that are not in the lab inventory (DOMAIN.md): id, name, code, population.
 FIVE = [
@@ -157,13 +158,6 @@ when it started was {r["machine"].get("loadavg_1min_at_start", "?")} (other work
 """
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Onboarding\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -172,13 +166,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     results = bench()
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    section = markdown(results)
-    print(section)
-    if args.write_docs:
-        write_docs(section)
+    publish(results, markdown(results), title="Onboarding", json_path=args.json, write_docs=args.write_docs)
 
 
 if __name__ == "__main__":
