@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,28 +14,9 @@ from kumiai.audit.runs import parse_since
 from kumiai.errors import InputError
 from kumiai.ops import Operation
 from support.browser import rendered_dom, screenshot
+from support.operations import kill_inside_an_operation
 
 APPROVAL = {"approver": "suzuki", "role": "監査", "key": "SHA256:q1w2e3", "verified": True}
-
-KILLED = """
-import sys, time
-from pathlib import Path
-from kumiai.ops import Operation
-with Operation("failback", target={"town": "oi"}, log_path=Path(sys.argv[1])) as op, op.step("demote"):
-    Path(sys.argv[2]).write_text("inside")
-    time.sleep(60)
-"""
-
-
-def kill_inside_an_operation(log: Path, tmp_path: Path) -> None:
-    inside = tmp_path / "inside"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(log), str(inside)])
-    deadline = time.monotonic() + 180  # a loaded machine starts interpreters slowly
-    while not inside.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert inside.exists(), "the operation never started"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -60,7 +36,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     with pytest.raises(RuntimeError), Operation("failover", target={"towns": ["oi", "nakai"]}) as op:
         op.target["verdict"] = "fail: RTO 4000 s > 3600 s"
         raise RuntimeError("standby did not promote")
-    kill_inside_an_operation(log, tmp_path)
+    kill_inside_an_operation(log, tmp_path, "failback", "oi")
     return state
 
 

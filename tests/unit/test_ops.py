@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import typer
 from kumiai.audit.runs import NOT_ENDED, runs_of
 from kumiai.audit.trail import Trail, verify
 from kumiai.ops import Operation
+from support.operations import kill_inside_an_operation
 
 
 def records(log: Path) -> list[dict]:
@@ -227,25 +227,9 @@ def test_a_tampered_trail_refuses_to_run_the_operation(log: Path) -> None:
 
 # --- kill -9 and concurrent writers: real processes
 
-RUNNER = """
-import os, sys, time
-from pathlib import Path
-from kumiai.ops import Operation
-with Operation("onboard", target={"town": "nakai"}, log_path=Path(sys.argv[1])) as op, op.step("long"):
-    Path(sys.argv[2]).write_text("inside")
-    time.sleep(60)
-"""
-
 
 def test_kill_9_inside_an_operation_leaves_a_begin_without_an_end(log: Path, tmp_path: Path) -> None:
-    inside = tmp_path / "inside"
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(log), str(inside)])
-    deadline = time.monotonic() + 180  # a loaded machine starts interpreters slowly
-    while not inside.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert inside.exists(), "the operation never started"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    kill_inside_an_operation(log, tmp_path, "onboard", "nakai")
 
     (run,) = runs_of(records(log))
     assert run.operation == "onboard" and not run.ended and run.result == NOT_ENDED
