@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg2
-
 from kumiai.datalayer import pgbackrest
 from kumiai.datalayer.patroni import cluster_view
 from kumiai.datalayer.secrets import TownSecrets
-from kumiai.datalayer.topology import PG_PORT, SUPERUSER, MemberLayout, TownLayout
+from kumiai.datalayer.sql import query_one
+from kumiai.datalayer.topology import PG_PORT, MemberLayout, TownLayout
 
 LEADER_ROLES = ("leader", "standby_leader")
 
@@ -182,26 +181,7 @@ def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets
         " COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8"
         " FROM pg_stat_replication WHERE application_name = %s"
     )
-    try:
-        conn = psycopg2.connect(
-            host=leader.address,
-            port=PG_PORT,
-            user=SUPERUSER,
-            password=secrets.superuser_password,
-            dbname="postgres",
-            connect_timeout=3,
-            application_name="kumiai-status",
-        )
-    except psycopg2.Error:
-        return None
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, (dr_leader_name,))
-            row = cur.fetchone()
-    except psycopg2.Error:
-        return None
-    finally:
-        conn.close()
+    row = query_one(leader.address, PG_PORT, secrets, sql, (dr_leader_name,), app="kumiai-status")
     if row is None:
         return None
     lag_bytes, seconds = int(row[0] or 0), float(row[1] or 0.0)

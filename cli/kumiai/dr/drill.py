@@ -30,6 +30,7 @@ from kumiai import __version__, paths
 from kumiai.datalayer import pgbackrest
 from kumiai.datalayer.patroni import cluster_view
 from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
+from kumiai.datalayer.sql import connect
 from kumiai.datalayer.status import parse_cluster
 from kumiai.datalayer.target import ScratchLayout, Target
 from kumiai.datalayer.topology import PG_PORT, SUPERUSER, MemberLayout, RepoLayout, Topology, TownLayout
@@ -101,15 +102,7 @@ def _drill(ctx: RunContext) -> Drill:
 
 def _connect(address: str, port: int, secrets: TownSecrets, database: str) -> Any:
     try:
-        return psycopg2.connect(
-            host=address,
-            port=port,
-            user=SUPERUSER,
-            password=secrets.superuser_password,
-            dbname=database,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="kumiai-drill",
-        )
+        return connect(address, port, secrets, database=database, timeout=CONNECT_TIMEOUT_S, app="kumiai-drill")
     except psycopg2.Error as exc:
         raise KumiaiError(f"cannot connect to {database} at {address}:{port}: {str(exc).strip()}") from None
 

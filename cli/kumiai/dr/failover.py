@@ -20,16 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
 from kumiai import paths
 from kumiai.datalayer import pgbackrest
 from kumiai.datalayer.onboard import limit_for, onboarded
 from kumiai.datalayer.patroni import cluster_view, desired_config, patch_config
 from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
+from kumiai.datalayer.sql import query_one
 from kumiai.datalayer.status import parse_cluster
 from kumiai.datalayer.target import Target
-from kumiai.datalayer.topology import PG_PORT, SUPERUSER, MemberLayout, TownLayout, slot_name
+from kumiai.datalayer.topology import PG_PORT, MemberLayout, TownLayout, slot_name
 from kumiai.dr import wal
 from kumiai.dr.runbook import Runbook, RunContext, action, check, load_all
 from kumiai.dr.runbook import run as run_book
@@ -106,27 +105,7 @@ def move_of(ctx: RunContext) -> Move:
 
 def query(member: MemberLayout, secrets: TownSecrets, sql: str, timeout: int = 3) -> tuple[Any, ...] | None:
     """One row of a query as the town's superuser; None when the member does not answer."""
-    try:
-        conn = psycopg2.connect(
-            host=member.address,
-            port=PG_PORT,
-            user=SUPERUSER,
-            password=secrets.superuser_password,
-            dbname="postgres",
-            connect_timeout=timeout,
-            application_name="kumiai-failover",
-        )
-    except psycopg2.Error:
-        return None
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql)
-            row = cur.fetchone()
-    except psycopg2.Error:
-        return None
-    finally:
-        conn.close()
-    return tuple(row) if row is not None else None
+    return query_one(member.address, PG_PORT, secrets, sql, timeout=timeout, app="kumiai-failover")
 
 
 def accepts_writes(member: MemberLayout, secrets: TownSecrets) -> bool:

@@ -1,0 +1,45 @@
+"""SQL to a town's members as the town's superuser (its password from the town's vault, never shown)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg2
+
+from kumiai.datalayer.secrets import TownSecrets
+from kumiai.datalayer.topology import SUPERUSER
+
+
+def connect(
+    address: str, port: int, secrets: TownSecrets, *, database: str = "postgres", timeout: float = 3, app: str
+) -> Any:
+    """A connection as the town's superuser; raises psycopg2.Error when the member does not answer."""
+    return psycopg2.connect(
+        host=address,
+        port=port,
+        user=SUPERUSER,
+        password=secrets.superuser_password,
+        dbname=database,
+        connect_timeout=max(int(timeout), 1),
+        application_name=app,
+    )
+
+
+def query_one(
+    address: str, port: int, secrets: TownSecrets, sql: str, params: Sequence[Any] = (), *, timeout: float = 3, app: str
+) -> tuple[Any, ...] | None:
+    """One row of a query in the `postgres` database; None when the member does not answer or has no row."""
+    try:
+        conn = connect(address, port, secrets, timeout=timeout, app=app)
+    except psycopg2.Error:
+        return None
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+    except psycopg2.Error:
+        return None
+    finally:
+        conn.close()
+    return tuple(row) if row is not None else None
