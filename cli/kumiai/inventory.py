@@ -139,7 +139,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _problems(
+def problems_of(
     file: str, exc: ValidationError, model: type[BaseModel], *, skip: Callable[[Mapping[str, Any]], bool] | None = None
 ) -> list[Problem]:
     return [
@@ -218,7 +218,7 @@ def load_consortium(root: Path) -> tuple[Consortium | None, list[Problem]]:
     try:
         return Consortium.model_validate(data), []
     except ValidationError as exc:
-        return None, _problems(display, exc, Consortium)
+        return None, problems_of(display, exc, Consortium)
 
 
 def parse_town_file(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -249,7 +249,7 @@ def load_town(
         # Without a readable consortium.yaml its defaults are unknown: a field they could supply is not a problem
         # of this file.
         skip = _defaultable_missing if consortium is None else None
-        found = _problems(display, exc, Town, skip=skip)
+        found = problems_of(display, exc, Town, skip=skip)
         if stem_problem and not any(p.field == "id" for p in found):
             found.append(stem_problem)
         return None, found

@@ -236,12 +236,12 @@ def list_backups(target: Target, topology: Topology, town_ids: Sequence[str]) ->
 # (town, repo), filled in step by step.
 
 
-def _verdicts(ctx: RunContext) -> dict[tuple[str, int], RepoVerdict]:
+def run_verdicts(ctx: RunContext) -> dict[tuple[str, int], RepoVerdict]:
     verdicts: dict[tuple[str, int], RepoVerdict] = ctx.values.setdefault("verdicts", {})
     return verdicts
 
 
-def _towns(ctx: RunContext) -> list[TownLayout]:
+def run_towns(ctx: RunContext) -> list[TownLayout]:
     topology: Topology = ctx.params["topology"]
     return [topology.towns[t] for t in ctx.params["towns"]]
 
@@ -258,8 +258,8 @@ def _info(ctx: RunContext, town: TownLayout) -> list[dict[str, Any]]:
 @action("backup-read-info")
 def read_info(ctx: RunContext) -> str:
     """pgBackRest's view of each repo: its status, newest backup and newest archived WAL."""
-    verdicts = _verdicts(ctx)
-    for town in _towns(ctx):
+    verdicts = run_verdicts(ctx)
+    for town in run_towns(ctx):
         info = _info(ctx, town)
         stanza = info[0] if info else {}
         repo_status = {int(r.get("key", 0)): r.get("status", {}) for r in stanza.get("repo", [])}
@@ -282,8 +282,8 @@ def read_info(ctx: RunContext) -> str:
 @action("backup-verify-repos")
 def verify_repos(ctx: RunContext) -> str:
     """pgBackRest's verify of every repo: every backup file and WAL segment against its checksum."""
-    verdicts = _verdicts(ctx)
-    for town in _towns(ctx):
+    verdicts = run_verdicts(ctx)
+    for town in run_towns(ctx):
         member = primary_leader(town) or town.at(town.primary_site)[0]
         for repo in town.repos:
             out = run_pgbackrest(
@@ -308,8 +308,8 @@ def check_age(ctx: RunContext) -> str:
     now: datetime = ctx.params["now"]
     grace: float = ctx.params["grace_s"]
     inv = ctx.params["target"].inventory
-    verdicts = _verdicts(ctx)
-    for town in _towns(ctx):
+    verdicts = run_verdicts(ctx)
+    for town in run_towns(ctx):
         schedule = inv.towns[town.id].protection.backup_schedule
         for repo in town.repos:
             verdict = verdicts[(town.id, repo.number)]
@@ -337,9 +337,9 @@ def current_segment(member: MemberLayout, timeout: float = 5.0) -> str | None:
 def check_archive(ctx: RunContext) -> str:
     """pgBackRest's check at the leader (forces a WAL switch, waits until it is archived), then every repo's
     archive against the primary's current segment."""
-    verdicts = _verdicts(ctx)
+    verdicts = run_verdicts(ctx)
     checked = 0
-    for town in _towns(ctx):
+    for town in run_towns(ctx):
         leader = primary_leader(town)
         repos = [verdicts[(town.id, r.number)] for r in town.repos]
         if leader is None:
@@ -367,7 +367,7 @@ def check_archive(ctx: RunContext) -> str:
 @action("backup-verdict")
 def verdict(ctx: RunContext) -> str:
     """The outcome: every repo ok, or which towns and repos are stale or broken."""
-    verdicts = list(_verdicts(ctx).values())
+    verdicts = list(run_verdicts(ctx).values())
     ctx.values["failures"] = failures(verdicts)
     return f"{len(verdicts) - len(ctx.values['failures'])} of {len(verdicts)} repos ok"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kumiai.datalayer.target import Target
 from kumiai.datalayer.topology import Topology
-from kumiai.dr.backup import _towns, _verdicts
+from kumiai.dr.backup import run_towns, run_verdicts
 from kumiai.dr.runbook import RunContext, action
 from kumiai.objectstore.provision import bucket_spec
 from kumiai.objectstore.s3 import client, weaker_than
@@ -17,9 +17,9 @@ def check_locks(ctx: RunContext) -> str:
     """Each S3 repo's bucket read with boto3 as its owner; posix repos have nothing to check."""
     target: Target = ctx.params["target"]
     topology: Topology = ctx.params["topology"]
-    verdicts = _verdicts(ctx)
+    verdicts = run_verdicts(ctx)
     checked = weak = 0
-    for town in _towns(ctx):
+    for town in run_towns(ctx):
         for repo in town.repos:
             store = topology.site(repo.site).object_store
             admin = target.object_store(repo.site)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kumiai import paths
 from kumiai.errors import InputError, KumiaiError, Problem
-from kumiai.inventory import _problems, read_yaml
+from kumiai.inventory import problems_of, read_yaml
 from kumiai.ops import Operation
 
 STEP_ID = r"^[a-z][a-z0-9-]{1,40}$"
@@ -101,7 +101,7 @@ def load_runbook(path: Path) -> Runbook:
     try:
         book = Runbook.model_validate(data)
     except ValidationError as exc:
-        raise InputError(_problems(str(path), exc, Runbook)) from None
+        raise InputError(problems_of(str(path), exc, Runbook)) from None
     problems = []
     if book.id != path.stem:
         problems.append(Problem(str(path), "id", f"must equal the file name {path.stem!r}"))
