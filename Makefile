@@ -52,6 +52,9 @@ bench: setup lab-deps
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/diff.py
 	$(BIN)/python bench/onboard.py
+	$(BIN)/python bench/drill.py
+	$(BIN)/python bench/dr.py
+	$(BIN)/python bench/backup.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
