@@ -93,13 +93,16 @@ def pgbackrest(lab: Lab, town: str, *args: str) -> subprocess.CompletedProcess[s
 
 
 def assert_backups_continue(lab: Lab) -> None:
-    """WAL reaches every repo (no [045] left), and a new backup lands in the repo of each site."""
+    """WAL reaches every repo (no [045] left), a new backup lands in the repo of each site, and `kumiai backup
+    verify` passes (pgBackRest's verify report, the newest backup's age, WAL continuity, for every repo)."""
     for town in TOWNS:
         check = pgbackrest(lab, town, "check")
         assert check.returncode == 0, f"{town}: pgbackrest check: {check.stdout}{check.stderr}"
         for repo in ("1", "2"):
             backup = pgbackrest(lab, town, f"--repo={repo}", "--type=incr", "backup")
             assert backup.returncode == 0, f"{town} repo{repo}: {backup.stdout}{backup.stderr}"
+    verify = lab.kumiai("backup", "verify", *(a for t in TOWNS for a in ("--town", t)), timeout=900)
+    assert verify.code == 0, str(verify)
 
 
 def site_pids(lab: Lab, site: str) -> set[int]:
