@@ -185,12 +185,17 @@ def new_site_caught_up(ctx: RunContext) -> bool:
     return True
 
 
+def streams_as_standby(site: str, members: Sequence[MemberLayout]) -> bool:
+    """The site is a healthy standby cluster: a streaming standby leader and every other member streaming."""
+    cluster = parse_cluster(site, "standby", cluster_view(members))
+    return cluster.healthy and len(cluster.members) == len(members)
+
+
 @check("old-site-streaming")
 def old_site_streaming(ctx: RunContext) -> bool:
-    """The old site is a healthy standby cluster of the new one: a streaming standby leader, replicas streaming."""
+    """The old site is a healthy standby cluster of the new one."""
     move = move_of(ctx)
-    cluster = parse_cluster(move.from_site, "standby", cluster_view(move.old))
-    return cluster.healthy and len(cluster.members) == len(move.old)
+    return streams_as_standby(move.from_site, move.old)
 
 
 @check("old-site-not-streaming")
@@ -569,8 +574,7 @@ def request_reinit(member: MemberLayout) -> None:
 def standby_site_streaming(ctx: RunContext) -> bool:
     """The site to fail back to is a healthy standby cluster streaming from the current primary."""
     move = move_of(ctx)
-    cluster = parse_cluster(move.to_site, "standby", cluster_view(move.new))
-    return cluster.healthy and len(cluster.members) == len(move.new)
+    return streams_as_standby(move.to_site, move.new)
 
 
 @check("standby-site-not-streaming")
