@@ -21,7 +21,7 @@ from kumiai.lab.layout import build_layout
 from kumiai.objectstore.lab import certificate, ensure_lab_certificates
 from kumiai.objectstore.recover import Entry, Step, plan_recovery
 from kumiai.objectstore.s3 import BucketSpec, town_user, weaker_than
-from kumiai.objectstore.tls import ensure_ca, ensure_server_cert
+from kumiai.pki import ensure_ca, ensure_server_cert
 from support.s3_inventory import s3_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -282,3 +282,29 @@ def test_verify_names_every_way_a_bucket_protects_less_than_asked() -> None:
     ]
     governance = BucketSpec(name="b-town", town_user="u", lock_mode="GOVERNANCE", retention_days=30)
     assert weaker_than(_Bucket("Enabled", _lock("COMPLIANCE", 30)), governance) == []
+
+
+def test_client_certificates_name_their_identity_and_rotate_when_forced(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from kumiai.pki import ensure_cert
+
+    ca = ensure_ca(tmp_path / "ca", "test CA")
+    files = ensure_cert(ca, tmp_path / "c", "replicator", common_name="nakai-site-a-1", client=True)
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "nakai-site-a-1"
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    first = files.cert.read_bytes()
+    assert (
+        ensure_cert(ca, tmp_path / "c", "replicator", common_name="nakai-site-a-1", client=True).cert.read_bytes()
+        == first
+    )
+    renamed = ensure_cert(ca, tmp_path / "c", "replicator", common_name="nakai-site-a-2", client=True)
+    assert renamed.cert.read_bytes() != first
+    again = renamed.cert.read_bytes()
+    forced = ensure_cert(ca, tmp_path / "c", "replicator", common_name="nakai-site-a-2", client=True, force=True)
+    assert forced.cert.read_bytes() != again

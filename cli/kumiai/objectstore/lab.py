@@ -18,7 +18,7 @@ from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.inventory import Inventory
 from kumiai.models import Site
 from kumiai.objectstore.store import Credentials
-from kumiai.objectstore.tls import ensure_ca, ensure_server_cert
+from kumiai.pki import ensure_ca, ensure_server_cert
 
 # pgBackRest's repo path inside a town's bucket.
 S3_REPO_PATH = Path("/pgbackrest")

@@ -1,8 +1,10 @@
-"""The lab's certificate authority and each site object store's server certificate (Python `cryptography`).
+"""kumiai's certificate authority and the certificates it issues (Python `cryptography`).
 
-pgBackRest and boto3 verify the object store against the CA, never with verification off. A real consortium brings
-its own CA; the lab makes one under its state directory. Private keys are written 0600 and never leave the
-directory they are made in.
+Every channel is verified against this CA, never with verification off: the object stores' S3 endpoints, PostgreSQL
+(server and client certificates), Patroni's REST API and etcd. A real consortium may bring its own CA; the lab makes
+one under its directory. Private keys are written 0600 and never leave the directory they are made in (a role copies
+them to the host that uses them). `force=True` reissues (certificate rotation); otherwise a certificate is kept while
+it is valid, issued by the current CA, and names what it must name.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
-SERVER_DAYS = 825
+CERT_DAYS = 825
 # A certificate this close to its end is replaced by the next `lab up`.
 RENEW_BEFORE = datetime.timedelta(days=30)
 
@@ -102,15 +105,36 @@ def ensure_ca(directory: Path, name: str) -> CertFiles:
     return files
 
 
-def ensure_server_cert(ca: CertFiles, directory: Path, address: str) -> CertFiles:
-    """A server certificate for `address` signed by `ca` in `directory` (server.crt, server.key); reissued when the
-    CA or the address changed or it nears its end. The SAN holds the address both as an IP and as a DNS name:
-    pgBackRest 2.45 matches an address against DNS names only."""
-    files = CertFiles(directory / "server.crt", directory / "server.key")
+def ensure_server_cert(ca: CertFiles, directory: Path, address: str, *, force: bool = False) -> CertFiles:
+    """A server certificate for `address` in `directory` (server.crt, server.key); see ensure_cert."""
+    return ensure_cert(ca, directory, "server", common_name=address, addresses=[address], server=True, force=force)
+
+
+def ensure_cert(
+    ca: CertFiles,
+    directory: Path,
+    stem: str,
+    *,
+    common_name: str,
+    addresses: Sequence[str] = (),
+    server: bool = False,
+    client: bool = False,
+    force: bool = False,
+) -> CertFiles:
+    """A certificate signed by `ca` in `directory` (STEM.crt, STEM.key): for a server (`addresses` in its SAN, each
+    both as an IP and as a DNS name: pgBackRest 2.45 matches an address against DNS names only), for a client
+    (`common_name` is the identity PostgreSQL and etcd check), or both. Reissued when forced, when the CA, the common
+    name, the addresses or the usages changed, or when it nears its end."""
+    if not (server or client):
+        raise ValueError("a certificate is for a server, a client or both")
+    files = CertFiles(directory / f"{stem}.crt", directory / f"{stem}.key")
     now = datetime.datetime.now(datetime.UTC)
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
-    current = _still_good(files.cert, now) if files.key.exists() else None
-    if current is not None and _names(current) == {address}:
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
+        [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    )
+    current = None if force or not files.key.exists() else _still_good(files.cert, now)
+    if current is not None and _identity(current) == (common_name, set(addresses), set(usages)):
         try:
             current.verify_directly_issued_by(ca_cert)
             return files
@@ -119,31 +143,39 @@ def ensure_server_cert(ca: CertFiles, directory: Path, address: str) -> CertFile
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = _new_key()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(address), x509.IPAddress(ipaddress.ip_address(address))]),
-            critical=False,
-        )
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
+    if addresses:
+        names: list[x509.GeneralName] = []
+        for address in addresses:
+            names += [x509.DNSName(address), x509.IPAddress(ipaddress.ip_address(address))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
     _write(files.key, _key_pem(key), 0o600)
     _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return files
 
 
-def _names(cert: x509.Certificate) -> set[str]:
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+def _identity(cert: x509.Certificate) -> tuple[str, set[str], set[x509.ObjectIdentifier]]:
+    """What a certificate certifies: its common name, the IP addresses of its SAN, its extended key usages."""
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        ips = set()
+    try:
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    return (str(cn[0].value) if cn else "", ips, usages)
