@@ -18,10 +18,14 @@ import botocore.exceptions
 import pytest
 from conftest import Lab, build_lab, networks, run_playbook
 
+from kumiai.audit.chain import head_of
+from kumiai.audit.trail import Trail, verify
 from kumiai.datalayer.secrets import load_town_secrets
 from kumiai.datalayer.topology import Topology
 from kumiai.inventory import load_inventory
 from kumiai.lab.target import LabTarget
+from kumiai.objectstore.evidence import EVIDENCE_RETENTION_DAYS, evidence_key, load_credentials, load_store
+from kumiai.objectstore.provision import evidence_spec
 from kumiai.objectstore.s3 import BucketSpec, client, town_user, weaker_than
 from kumiai.objectstore.store import Credentials
 from support.s3_inventory import s3_lab_inventory
@@ -214,3 +218,74 @@ def test_ransomware_with_the_towns_keys_is_undone_by_recover_and_a_drill_passes(
 
     drill = s3_lab.kumiai("drill", "--town", town, "--repo", str(repo.number), "--json", timeout=900)
     assert drill.code == 0, drill
+
+
+def test_evidence_and_the_audit_anchor_are_in_the_dr_sites_locked_bucket(s3_lab: Lab) -> None:
+    """Every evidence file and every audit head is copied to the DR site's evidence bucket, which the evidence
+    user cannot weaken or delete from; deleting the newest audit records with this machine's anchor rewritten to
+    match passes the local check (the control) and is found against the bucket's anchor."""
+    topology = topology_of(s3_lab)
+    state = s3_lab.state_dir
+    store = load_store(state)
+    assert store is not None and store.site == "site-b", store  # role: dr in consortium.yaml
+    keys = load_credentials(state)
+    for site in topology.sites:
+        assert site.object_store is not None
+        spec = evidence_spec(site.object_store)
+        assert spec.lock_mode == "COMPLIANCE" and spec.retention_days == EVIDENCE_RETENTION_DAYS
+        assert weaker_than(client(site.object_store, keys), spec) == []
+    dr_store = topology.site("site-b").object_store
+    assert dr_store is not None
+    s3 = client(dr_store, keys)
+
+    verified = s3_lab.kumiai("backup", "verify", "--json", timeout=600)
+    assert verified.code in (0, 1), verified  # its evidence is written either way (after the ransomware drill)
+    local = sorted(p for p in (state / "evidence").rglob("*") if p.is_file())
+    assert any("backup-verify" in p.parts for p in local), local
+    for path in local:
+        body = s3.get_object(Bucket=store.bucket, Key=evidence_key(path, state / "evidence"))["Body"].read()
+        assert body == path.read_bytes(), path
+
+    # The evidence user can add, never remove or weaken.
+    some = s3.list_object_versions(Bucket=store.bucket, Prefix="evidence/")["Versions"][0]
+    assert refused(s3.delete_object, Bucket=store.bucket, Key=some["Key"]) == "AccessDenied"
+    assert refused(s3.delete_object, Bucket=store.bucket, Key=some["Key"], VersionId=some["VersionId"]) == (
+        "AccessDenied"
+    )
+    sooner = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    assert refused(
+        s3.put_object_retention,
+        Bucket=store.bucket,
+        Key=some["Key"],
+        VersionId=some["VersionId"],
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": sooner},
+    ) in ("AccessDenied",)
+
+    ok = s3_lab.kumiai("audit", "verify", "--json", timeout=120)
+    assert ok.code == 0, ok
+    assert json.loads(ok.stdout)["remote_anchor"] == store.where
+
+    trail = Trail.for_log(state / "audit" / "audit.jsonl")
+    log_bytes, anchor_bytes = trail.log.read_bytes(), trail.anchor.read_bytes()
+    try:
+        lines = log_bytes.splitlines(keepends=True)
+        kept = lines[:-2]
+        trail.log.write_bytes(b"".join(kept))
+        trail.anchor.write_text(head_of(json.loads(kept[-1])).model_dump_json() + "\n", encoding="utf-8")
+        # The control: against this machine's own (rewritten) anchor the shortened log verifies.
+        alone = verify(Trail(trail.log, trail.key, trail.anchor_dir))
+        assert alone.ok, alone.problems
+        # An attacker with the evidence user's keys can add an older head over the newest one, but not hide it.
+        top = head_of(json.loads(lines[-1])).seq
+        s3.put_object(Bucket=store.bucket, Key=f"audit/heads/{top:012d}.json", Body=trail.anchor.read_bytes())
+        assert refused(s3.delete_object, Bucket=store.bucket, Key=f"audit/heads/{top:012d}.json") == "AccessDenied"
+        tampered = s3_lab.kumiai("audit", "verify", "--json", timeout=120)
+        assert tampered.code == 1, tampered
+        found = [p["problem"] for p in json.loads(tampered.stdout)["problems"]]
+        assert found and all(p.startswith(f"the anchor in {store.where}: ") for p in found), found
+        assert any("the newest 2 record(s) are missing" in p for p in found), found
+    finally:
+        trail.log.write_bytes(log_bytes)
+        trail.anchor.write_bytes(anchor_bytes)
+    again = s3_lab.kumiai("audit", "verify", timeout=120)
+    assert again.code == 0, again

@@ -7,8 +7,12 @@
   secrets; without it the log cannot be verified);
 - the anchor, `$KUMIAI_AUDIT_ANCHOR/audit-head.json` or `<state>/anchor/audit-head.json`: the head of the chain
   (sequence number, MAC, time), rewritten after every record. Production points KUMIAI_AUDIT_ANCHOR at the other
-  site's storage, out of reach of whoever can edit this site's log; an anchor in an S3 bucket with object lock
-  comes with issue 9 (the object store).
+  site's storage, out of reach of whoever can edit this site's log;
+- the remote anchor, where the consortium's sites have object stores: every head is also put into the other
+  site's locked evidence bucket (kumiai.objectstore.evidence), and `verify` checks the log against the highest
+  head ever put there too, so records deleted with this machine's anchor rewritten to match are still found.
+  A copy that fails (the other site's store is down) is a warning, never a refused record: the next record's
+  copy catches up, and until then `verify` reports the bucket's anchor behind the log.
 """
 
 from __future__ import annotations
@@ -20,16 +24,29 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pydantic import ValidationError
 
 from kumiai import paths
 from kumiai.audit.chain import Checked, Flaw, Head, canonical, check, head_of, parse, seal, seal_problem
+from kumiai.console import err
 from kumiai.errors import InputError, KumiaiError, Problem
+from kumiai.objectstore.evidence import mirror_for
 
 ANCHOR_FILE = "audit-head.json"
 KEY_BYTES = 32
+
+
+class RemoteAnchor(Protocol):
+    """A copy of every head out of reach of this machine (kumiai.objectstore.evidence.EvidenceMirror)."""
+
+    @property
+    def where(self) -> str: ...
+
+    def put_head(self, seq: int, body: bytes) -> None: ...
+
+    def newest_head(self) -> tuple[bytes | None, list[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Trail:
     log: Path
     key: Path
     anchor_dir: Path
+    remote: RemoteAnchor | None = None
 
     @property
     def anchor(self) -> Path:
@@ -48,7 +66,7 @@ class Trail:
         state = log.parent.parent
         env = os.environ.get("KUMIAI_AUDIT_ANCHOR")
         anchor = Path(env).absolute() if env else state / "anchor"
-        return cls(log=log, key=state / "secrets" / "audit.key", anchor_dir=anchor)
+        return cls(log=log, key=state / "secrets" / "audit.key", anchor_dir=anchor, remote=mirror_for(state))
 
     @classmethod
     def default(cls) -> Trail:
@@ -205,9 +223,16 @@ def append(trail: Trail, record: dict[str, Any]) -> dict[str, Any]:
     if not trail.log.exists() and trail.anchor.exists():
         raise _refuse(trail, f"the log is missing but its anchor {trail.anchor} exists")
     try:
-        return _append(trail, record)
+        sealed = _append(trail, record)
     except OSError as exc:
         raise KumiaiError(f"the audit trail cannot be written ({exc}); a change is never made unrecorded") from None
+    if trail.remote is not None:
+        head = head_of(sealed)
+        try:
+            trail.remote.put_head(head.seq, (head.model_dump_json() + "\n").encode())
+        except KumiaiError as exc:
+            err.print(f"warning: the audit anchor (seq {head.seq}) was not copied: {exc.message}", markup=False)
+    return sealed
 
 
 def _append(trail: Trail, record: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +274,7 @@ class Verification:
             "warnings": self.warnings,
             "log": str(self.trail.log),
             "anchor": str(self.trail.anchor),
+            "remote_anchor": self.trail.remote.where if self.trail.remote else None,
             "key": str(self.trail.key),
         }
 
@@ -284,8 +310,31 @@ def verify(trail: Trail) -> Verification:
     if key is None and not problems and (data or anchor is not None):
         problems.append(Flaw(f"the audit key {trail.key} is missing: no record can be checked"))
     checked = check(data, key, anchor)
-    checked = Checked(checked.records, checked.head, problems + checked.problems)
-    return Verification(trail, checked, _loose_modes(trail))
+    problems += checked.problems
+    if trail.remote is not None:
+        problems += [p for p in _against_remote(trail.remote, data, key) if p not in problems]
+    return Verification(trail, Checked(checked.records, checked.head, problems), _loose_modes(trail))
+
+
+def _against_remote(remote: RemoteAnchor, data: bytes | None, key: bytes | None) -> list[Flaw]:
+    """The log against the highest head ever copied to the remote anchor (whatever this machine's anchor says)."""
+    where = f"the anchor in {remote.where}"
+    try:
+        body, tampered = remote.newest_head()
+    except KumiaiError as exc:
+        return [Flaw(exc.message)]
+    problems = [Flaw(f"{where}: {t}") for t in tampered]
+    try:
+        head = Head.model_validate_json(body) if body is not None else None
+    except ValidationError:
+        return [*problems, Flaw(f"{where} is damaged: not a head kumiai wrote")]
+    if head is None:
+        if data:
+            problems.append(Flaw(f"{where} holds no head: the newest record cannot be confirmed there"))
+        return problems
+    without = check(data, key, None).problems  # what is wrong whatever the anchor: reported once, above
+    against = [p for p in check(data, key, head).problems if p not in without]
+    return problems + [Flaw(f"{where}: {p.message}", p.line, p.seq) for p in against]
 
 
 def read_log(trail: Trail) -> tuple[bytes | None, Head | None, str | None]:

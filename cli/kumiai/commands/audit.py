@@ -119,9 +119,10 @@ def verify_cmd(json_: JsonOpt = False) -> None:
     if head is None:
         out.print(f"[green]ok[/]: no records yet: no log and no anchor ({escape(data['log'])})")
         return
+    remote = f" and the anchor in {data['remote_anchor']}" if data["remote_anchor"] else ""
     out.print(
         f"[green]ok[/]: {data['records']} records, head seq {head['seq']} at {head['time']}; "
-        f"chain, key and anchor agree ({escape(data['log'])})"
+        f"chain, key and anchor{escape(remote)} agree ({escape(data['log'])})"
     )
 
 

@@ -11,7 +11,7 @@ from kumiai.datalayer.target import Target
 from kumiai.datalayer.topology import Topology, group_name
 from kumiai.errors import InputError, KumiaiError
 from kumiai.inventory import Inventory
-from kumiai.objectstore.provision import ensure_town_buckets
+from kumiai.objectstore.provision import ensure_evidence_buckets, ensure_town_buckets
 from kumiai.ops import Operation
 
 # Bound on waiting for a freshly onboarded town to report healthy after its playbook finished.
@@ -75,9 +75,10 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         for tid in town_ids:
             ensure_town_secrets(secrets_of.secrets_file(tid))
         topology = target.prepare(town_ids)
-    with op.step("object stores: each town's S3 user and locked bucket") as step:
+    with op.step("object stores: each town's S3 user and locked bucket, the evidence buckets") as step:
         # Before the playbook: its stanza-create writes into the buckets.
-        step.detail = f"{len(ensure_town_buckets(target, topology, town_ids))} changes"
+        changes = ensure_town_buckets(target, topology, town_ids) + ensure_evidence_buckets(target, topology)
+        step.detail = f"{len(changes)} changes"
     with op.step("both sites: onboard_town.yml") as step:
         result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids))
         step.detail = f"changed={result.changed}"

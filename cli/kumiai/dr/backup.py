@@ -31,6 +31,7 @@ from kumiai.dr.failover import leader_of
 from kumiai.dr.objectives import stale_reason
 from kumiai.dr.runbook import RunContext, action
 from kumiai.dr.wal import SEGMENT_BYTES, SEGMENT_NAME, SEGMENTS_PER_LOG
+from kumiai.objectstore.evidence import copy_evidence
 
 BACKUP_TYPES = ("full", "diff", "incr")
 # pgBackRest prints its failures as "ERROR: [code]: text" and "WARN: text"; the rest of its output is progress.
@@ -379,4 +380,5 @@ def write_verify_evidence(verdicts: Sequence[RepoVerdict], *, run_id: str, check
     path = where / f"{checked_at:%Y%m%dT%H%M%SZ}-{run_id[:8]}.json"
     record = {"run": run_id, "checked_at": checked_at.isoformat(), "verdict": verdict}
     path.write_text(json.dumps({**record, "repos": [v.as_dict() for v in verdicts]}, indent=2) + "\n", "utf-8")
+    copy_evidence(path)
     return path

@@ -38,6 +38,7 @@ from kumiai.dr import evidence
 from kumiai.dr.evidence import Comparison, DrillEvidence, StepRecord, TableCheck
 from kumiai.dr.runbook import RunContext, action, check, load_runbook, run, runbooks_dir
 from kumiai.errors import KumiaiError
+from kumiai.objectstore.evidence import copy_evidence
 from kumiai.ops import Operation
 
 SCHEMA = "kumiai_drill"
@@ -572,6 +573,7 @@ def write_evidence(ev: DrillEvidence) -> Path:
     (where / "drill.json").write_text(evidence.to_json(ev), encoding="utf-8")
     (where / "drill.md").write_text(evidence.to_markdown(ev), encoding="utf-8")
     (where / "drill.html").write_text(evidence.to_html(ev), encoding="utf-8")
+    copy_evidence(where / "drill.json", where / "drill.md", where / "drill.html")
     return where
 
 
@@ -589,4 +591,5 @@ def write_summary(consortium: str) -> Path:
     index = drills_dir() / "index.html"
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(evidence.summary_html(records, links, consortium), encoding="utf-8")
+    copy_evidence(index)
     return index

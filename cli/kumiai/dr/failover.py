@@ -33,6 +33,7 @@ from kumiai.dr import wal
 from kumiai.dr.runbook import Runbook, RunContext, action, check, load_all
 from kumiai.dr.runbook import run as run_book
 from kumiai.errors import InputError, KumiaiError, Problem
+from kumiai.objectstore.evidence import copy_evidence
 from kumiai.ops import Operation
 from kumiai.placement import write_placement
 
@@ -652,6 +653,7 @@ def write_evidence(data: dict[str, Any]) -> Path:
     (directory / f"{name}.md").write_text(render_evidence(data), encoding="utf-8")
     path = directory / f"{name}.json"
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    copy_evidence(directory / f"{name}.md", path)
     return path
 
 

@@ -7,10 +7,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from kumiai import paths
 from kumiai.datalayer.runner import PlaybookResult
 from kumiai.errors import KumiaiError
 from kumiai.lab.supervisor import is_running, shutdown, stop_programs
 from kumiai.lab.target import LabTarget, etcd_silent
+from kumiai.objectstore.evidence import save_store
 from kumiai.objectstore.lab import ensure_lab_certificates
 from kumiai.ops import Operation
 
@@ -72,4 +74,6 @@ def stop_sites(target: LabTarget, op: Operation, *, purge: bool) -> list[str]:
     if purge and target.lab_dir.exists():
         with op.step("purge the lab directory"):
             shutil.rmtree(target.lab_dir)
+            # The evidence bucket went with the lab's object stores: copies stay on this machine from now on.
+            save_store(paths.state_dir(), None)
     return stopped

@@ -1,15 +1,27 @@
 """What kumiai does in the sites' object stores through a target: each town's S3 user and bucket at every site
-holding its repos (onboarding), and a repo brought back to an earlier moment (`kumiai backup recover`)."""
+holding its repos and the consortium's evidence bucket at every site (onboarding), and a repo brought back to an
+earlier moment (`kumiai backup recover`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
+from kumiai import paths
 from kumiai.datalayer.secrets import ensure_town_secrets
 from kumiai.datalayer.target import Target
-from kumiai.datalayer.topology import Topology
+from kumiai.datalayer.topology import ObjectStoreLayout, Topology
 from kumiai.errors import InputError, KumiaiError, Problem
+from kumiai.objectstore.evidence import (
+    EVIDENCE_OBJECT_ACTIONS,
+    EVIDENCE_RETENTION_DAYS,
+    EVIDENCE_USER,
+    ensure_credentials,
+    evidence_bucket,
+    evidence_site,
+    save_store,
+    store_of,
+)
 from kumiai.objectstore.recover import Recovery, recover_bucket
 from kumiai.objectstore.s3 import BucketSpec, client, reconcile_bucket, town_user
 from kumiai.objectstore.store import Credentials
@@ -48,6 +60,37 @@ def ensure_town_buckets(target: Target, topology: Topology, town_ids: Sequence[s
                 changes.append(f"{site.id}: S3 user {user}")
             spec = bucket_spec(target, topology, tid, site.id)
             changes += [f"{site.id}: bucket {spec.name}: {c}" for c in reconcile_bucket(owner, spec)]
+    return changes
+
+
+def evidence_spec(store: ObjectStoreLayout) -> BucketSpec:
+    """The consortium's evidence bucket at a site: the consortium's lock mode, EVIDENCE_RETENTION_DAYS."""
+    return BucketSpec(
+        name=evidence_bucket(store),
+        town_user=EVIDENCE_USER,
+        lock_mode=store.lock_mode,
+        retention_days=EVIDENCE_RETENTION_DAYS,
+        object_actions=EVIDENCE_OBJECT_ACTIONS,
+    )
+
+
+def ensure_evidence_buckets(target: Target, topology: Topology) -> list[str]:
+    """The evidence user and bucket at every site with an object store, reconciled, and the controller told which
+    one its copies go to (kumiai.objectstore.evidence); what changed."""
+    state = paths.state_dir()
+    changes = []
+    for site in topology.sites:
+        admin = target.object_store(site.id)
+        if site.object_store is None or admin is None:
+            continue
+        if admin.ensure_user(EVIDENCE_USER, ensure_credentials(state)):
+            changes.append(f"{site.id}: S3 user {EVIDENCE_USER}")
+        spec = evidence_spec(site.object_store)
+        owner = client(site.object_store, admin.owner())
+        changes += [f"{site.id}: bucket {spec.name}: {c}" for c in reconcile_bucket(owner, spec)]
+    other = evidence_site(topology.sites)
+    if save_store(state, store_of(other) if other else None):
+        changes.append(f"evidence and the audit anchor go to {other.id if other else 'this machine only'}")
     return changes
 
 

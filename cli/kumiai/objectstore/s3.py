@@ -41,7 +41,7 @@ TOWN_BUCKET_ACTIONS = (
 )
 
 
-def client(store: ObjectStoreLayout, credentials: Credentials) -> Any:
+def client(store: ObjectStoreLayout, credentials: Credentials, *, attempts: int = 3, connect_timeout: int = 10) -> Any:
     """A boto3 S3 client for a site's store: path-style addressing, TLS verified against the site's CA."""
     return boto3.client(
         "s3",
@@ -51,7 +51,10 @@ def client(store: ObjectStoreLayout, credentials: Credentials) -> Any:
         aws_secret_access_key=credentials.secret_key,
         verify=str(store.ca_file) if store.ca_file else True,
         config=botocore.config.Config(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 3}, connect_timeout=10, read_timeout=60
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=60,
         ),
     )
 
@@ -62,12 +65,13 @@ def town_user(town_id: str) -> str:
 
 @dataclass(frozen=True)
 class BucketSpec:
-    """A town's bucket at one site."""
+    """A town's bucket at one site (or the consortium's evidence bucket: `town_user` is then the evidence user)."""
 
     name: str
     town_user: str
     lock_mode: str  # COMPLIANCE or GOVERNANCE
     retention_days: int  # the town's protection.immutable_days; 0: versions are kept, but not locked
+    object_actions: tuple[str, ...] = TOWN_OBJECT_ACTIONS  # what the user may do to the bucket's objects
 
     def lock_configuration(self) -> dict[str, Any]:
         if self.retention_days == 0:
@@ -105,7 +109,7 @@ class BucketSpec:
                     "Sid": "TownObjects",
                     "Effect": "Allow",
                     "Principal": principal,
-                    "Action": list(TOWN_OBJECT_ACTIONS),
+                    "Action": list(self.object_actions),
                     "Resource": [f"arn:aws:s3:::{self.name}/*"],
                 },
             ],
