@@ -238,3 +238,16 @@ def test_a_remote_without_any_head_confirms_nothing(tmp_path: Path) -> None:
     assert [str(p) for p in check.problems] == [
         "the anchor in memory://evidence holds no head: the newest record cannot be confirmed there"
     ]
+
+
+def test_unreadable_store_settings_warn_on_every_copy_and_fail_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / CONFIG_FILE).write_text("{not json", encoding="utf-8")
+    trail = Trail.for_log(state / "audit" / "audit.jsonl")
+    append(trail, {"event": "begin", "operation": "op", "time": "t0"})  # recorded all the same
+    assert f"{state / CONFIG_FILE} is damaged" in capsys.readouterr().err
+    check = verify(trail)
+    assert len(check.problems) == 1 and f"{state / CONFIG_FILE} is damaged" in str(check.problems[0])

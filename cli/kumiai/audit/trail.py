@@ -50,6 +50,23 @@ class RemoteAnchor(Protocol):
 
 
 @dataclass(frozen=True)
+class _Unusable:
+    """A remote anchor whose settings cannot be read: every copy warns, `verify` reports it."""
+
+    why: str
+
+    @property
+    def where(self) -> str:
+        return "the other site's evidence bucket"
+
+    def put_head(self, seq: int, body: bytes) -> None:
+        raise KumiaiError(self.why)
+
+    def newest_head(self) -> tuple[bytes | None, list[str]]:
+        raise KumiaiError(self.why)
+
+
+@dataclass(frozen=True)
 class Trail:
     log: Path
     key: Path
@@ -66,7 +83,11 @@ class Trail:
         state = log.parent.parent
         env = os.environ.get("KUMIAI_AUDIT_ANCHOR")
         anchor = Path(env).absolute() if env else state / "anchor"
-        return cls(log=log, key=state / "secrets" / "audit.key", anchor_dir=anchor, remote=mirror_for(state))
+        try:
+            remote: RemoteAnchor | None = mirror_for(state)
+        except KumiaiError as exc:
+            remote = _Unusable(exc.message)
+        return cls(log=log, key=state / "secrets" / "audit.key", anchor_dir=anchor, remote=remote)
 
     @classmethod
     def default(cls) -> Trail:
