@@ -284,6 +284,7 @@ def test_evidence_and_the_audit_anchor_are_in_the_dr_sites_locked_bucket(s3_lab:
         found = [p["problem"] for p in json.loads(tampered.stdout)["problems"]]
         assert found and all(p.startswith(f"the anchor in {store.where}: ") for p in found), found
         assert any("the newest 2 record(s) are missing" in p for p in found), found
+        assert any(f"audit/heads/{top:012d}.json was written again with another head" in p for p in found), found
     finally:
         trail.log.write_bytes(log_bytes)
         trail.anchor.write_bytes(anchor_bytes)

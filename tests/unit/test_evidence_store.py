@@ -152,7 +152,7 @@ def test_the_highest_head_wins_and_its_first_version_is_read() -> None:
     found = newest_anchored(
         [version(head_key(1), "a", 0), version(head_key(3), "later", 9), version(head_key(3), "c", 2)], []
     )
-    assert (found.key, found.version_id, found.problems) == (head_key(3), "c", [])
+    assert (found.key, found.version_id, found.problems, found.later_versions) == (head_key(3), "c", [], ("later",))
 
 
 def test_delete_markers_and_foreign_keys_are_signs_of_tampering_not_hiding_places() -> None:

@@ -13,8 +13,8 @@ user, `kumiai-evidence`, may put, read and list, never delete: a deleted object 
 anyway, and a locked version stays until its retention ends.
 
 The anchor is one object per head, `audit/heads/<seq>.json`: the highest sequence number among all versions
-(delete markers do not hide a version) is the newest record ever anchored, and a later overwrite with an older
-head cannot lower it. `kumiai audit verify` checks the log against that head as well as against the local one.
+(delete markers do not hide a version) is the newest record ever anchored, read from its first version: a later
+overwrite with an older head cannot lower it, and is itself reported. `kumiai audit verify` checks the log against that head as well as against the local one.
 
 What the controller needs is kept in the state directory: `evidence-store.json` (where: endpoint, bucket, CA; no
 secret) and `secrets/evidence-s3.json` (the user's keys, 0600). Onboarding writes both; `lab down --purge`
@@ -188,6 +188,7 @@ class AnchoredHead:
     key: str | None
     version_id: str | None
     problems: list[str]
+    later_versions: tuple[str, ...] = ()  # the same key written again: must hold the same head
 
 
 def newest_anchored(versions: Iterable[Mapping[str, Any]], markers: Iterable[Mapping[str, Any]]) -> AnchoredHead:
@@ -206,8 +207,9 @@ def newest_anchored(versions: Iterable[Mapping[str, Any]], markers: Iterable[Map
     if not by_key:
         return AnchoredHead(None, None, problems)
     key = max(by_key)
-    first = min(by_key[key], key=lambda v: v["LastModified"])
-    return AnchoredHead(key, str(first.get("VersionId")), problems)
+    ordered = sorted(by_key[key], key=lambda v: v["LastModified"])
+    later = tuple(str(v.get("VersionId")) for v in ordered[1:])
+    return AnchoredHead(key, str(ordered[0].get("VersionId")), problems, later)
 
 
 # --- the controller's copies (boto3, imported only when a store is configured)
@@ -260,8 +262,14 @@ class EvidenceMirror:
             found = newest_anchored(versions, markers)
             if found.key is None:
                 return None, found.problems
-            body = s3.get_object(Bucket=self.store.bucket, Key=found.key, VersionId=found.version_id)["Body"].read()
-            return bytes(body), found.problems
+            bodies = [
+                bytes(s3.get_object(Bucket=self.store.bucket, Key=found.key, VersionId=v)["Body"].read())
+                for v in (found.version_id, *found.later_versions)
+            ]
+            problems = list(found.problems)
+            if len(set(bodies)) > 1:
+                problems.append(f"{found.key} was written again with another head: someone rewrote the anchor")
+            return bodies[0], problems
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise KumiaiError(f"the anchor in {self.where} cannot be read: {exc}") from None
 
