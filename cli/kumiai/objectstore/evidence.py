@@ -14,7 +14,8 @@ anyway, and a locked version stays until its retention ends.
 
 The anchor is one object per head, `audit/heads/<seq>.json`: the highest sequence number among all versions
 (delete markers do not hide a version) is the newest record ever anchored, read from its first version: a later
-overwrite with an older head cannot lower it, and is itself reported. `kumiai audit verify` checks the log against that head as well as against the local one.
+overwrite with an older head cannot lower it, and is itself reported. `kumiai audit verify` checks the log
+against that head as well as against the local one.
 
 What the controller needs is kept in the state directory: `evidence-store.json` (where: endpoint, bucket, CA; no
 secret) and `secrets/evidence-s3.json` (the user's keys, 0600). Onboarding writes both; `lab down --purge`
