@@ -79,7 +79,7 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         # Before the playbook: its stanza-create writes into the buckets.
         step.detail = f"{len(ensure_town_buckets(target, topology, town_ids))} changes"
     with op.step("both sites: onboard_town.yml") as step:
-        result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids))
+        result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids), towns=town_ids)
         step.detail = f"changed={result.changed}"
     with op.step("DR standby streaming, full backups in every repo") as step:
         statuses = wait_healthy(target, topology, town_ids)
