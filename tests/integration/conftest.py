@@ -74,7 +74,7 @@ class Lab:
     @property
     def vault_keys(self) -> Path:
         """The towns' vault keys (<town>.key), as kumiai keeps them under the state directory."""
-        return self.state_dir / "secrets"
+        return self.state_dir / "secrets" / "towns"
 
 
 def _answers(address: str, port: int) -> bool:

@@ -38,10 +38,11 @@ def escrow_cmd(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Write every onboarded town's vault key and credentials (database passwords, backup cipher key, S3 keys),
-    encrypted to an offline age recipient: keep the file at the DR site, the identity offline.
+    """Seal every onboarded town's vault key and credentials to an offline age recipient.
 
-    Restore them on a new controller with `kumiai secrets recover`."""
+    The file holds each town's vault key, database passwords, backup cipher key and S3 keys, readable only with
+    the recipient's identity; in clear it names the consortium, the towns, when and the recipient. Keep it at the
+    DR site and the identity offline; `kumiai secrets recover` restores them on a new controller."""
     recipient = escrow.parse_recipient(to)
     target = current_target(ctx)
     topology = target.topology()
@@ -121,8 +122,10 @@ def recover_cmd(
 def keygen_cmd(
     out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the new identity (0600).")],
 ) -> None:
-    """Make an age identity for escrows (as age-keygen does) and print its public key, the recipient for
-    `kumiai secrets escrow --to`. Make it on the offline machine that keeps it."""
+    """Make an age identity for escrows (as age-keygen does) and print its public key.
+
+    The public key is the recipient for `kumiai secrets escrow --to`. Make the identity on the offline machine
+    that keeps it."""
     if out_file.exists():
         raise InputError(Problem(str(out_file), "--out", "exists already: an identity is never overwritten"))
     out.print(escrow.generate_identity(out_file))

@@ -1,8 +1,8 @@
 """Per-town credentials: generated at onboarding, stored only ansible-vault encrypted, never printed.
 
 Each town's vault (one variable, kumiai_town_secrets) is encrypted under the town's own key, with the town id as
-its vault id: a file outside git, `<state dir>/secrets/<town>.key` (KUMIAI_VAULT_KEYS_DIR overrides the
-directory), mode 0600 in a 0700 directory. ansible-playbook gets the keys of the towns it runs (--vault-id
+its vault id: a file outside git, `<state dir>/secrets/towns/<town>.key` (KUMIAI_VAULT_KEYS_DIR overrides
+the directory), mode 0600 in a 0700 directory. ansible-playbook gets the keys of the towns it runs (--vault-id
 town@file). kumiai refuses a key file that its group or others can read, and never makes a new key for a town
 whose vault exists: a lost key comes back from an escrow (kumiai.datalayer.escrow, `kumiai secrets recover`).
 Vaults written before per-town keys (one key, KUMIAI_VAULT_KEY_FILE or `<state dir>/vault.key`) are still read,
@@ -66,9 +66,10 @@ def _s3_keys() -> dict[str, str]:
 
 
 def keys_dir() -> Path:
-    """Where the towns' vault keys live: KUMIAI_VAULT_KEYS_DIR, else secrets/ under the state directory."""
+    """Where the towns' vault keys live: KUMIAI_VAULT_KEYS_DIR, else secrets/towns/ under the state directory
+    (beside the audit log's key, secrets/audit.key, which is not a town's)."""
     env = os.environ.get("KUMIAI_VAULT_KEYS_DIR")
-    return Path(env).absolute() if env else paths.state_dir() / "secrets"
+    return Path(env).absolute() if env else paths.state_dir() / "secrets" / "towns"
 
 
 def town_key_file(town_id: str, keys: Path | None = None) -> Path:
@@ -89,8 +90,8 @@ def legacy_key_file() -> Path:
 def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner can read, atomically (an interrupted run leaves the old file or none), in a
     directory only its owner can enter when kumiai creates it."""
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
+    for missing in [d for d in reversed(path.parents) if not d.exists()]:
+        missing.mkdir(mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
