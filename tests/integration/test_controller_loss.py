@@ -15,6 +15,7 @@ from psycopg2 import sql
 from kumiai.datalayer.runner import parse_recap
 from kumiai.datalayer.secrets import load_town_secrets
 from kumiai.datalayer.topology import group_name
+from kumiai.errors import KumiaiError
 from support.writer import lab_town, superuser_endpoint
 
 pytestmark = pytest.mark.integration
@@ -41,9 +42,11 @@ def test_after_losing_the_controllers_secrets_an_escrow_restores_a_town_from_the
         cur.execute(sql.SQL("INSERT INTO {} VALUES (%s)").format(sql.Identifier(MARKER_TABLE)), (marker,))
     conn.close()
 
-    vaults = lab.lab_dir / "secrets"
+    # What the controller holds of secrets: the state directory's secrets/ (the towns' vault keys, the audit key)
+    # and the towns' vaults.
+    keys, vaults = lab.state_dir / "secrets", lab.lab_dir / "secrets"
     kept = tmp_path / "kept"  # the lab's own secrets, put back if the test fails before recovering them
-    shutil.copytree(lab.vault_keys, kept / "keys")
+    shutil.copytree(keys, kept / "keys")
     shutil.copytree(vaults, kept / "vaults")
     recovered = False
     try:
@@ -60,23 +63,26 @@ def test_after_losing_the_controllers_secrets_an_escrow_restores_a_town_from_the
         assert header["towns"] == ["kiyokawa", "manazuru", "nakai"] and header["recipient"] == public
         assert secrets.backup_cipher_pass not in escrow_file.read_text(encoding="utf-8")
 
-        # The controller is lost: every vault key and every town's vault are gone.
-        shutil.rmtree(lab.vault_keys)
+        # The controller is lost: every key and every town's vault are gone.
+        shutil.rmtree(keys)
         shutil.rmtree(vaults)
+        with pytest.raises(KumiaiError, match="no credentials for this town"):
+            load_town_secrets(vaults / f"{TOWN}.vault.yml", lab.vault_keys)
         repo = town.repo(town.dr_site).number
         refused = lab.kumiai("drill", "--town", TOWN, "--repo", str(repo), "--json", timeout=300)
-        assert refused.code == 1 and "no credentials for this town" in refused.stderr, refused
+        assert refused.code == 1 and "audit key" in refused.stderr and "restore the key" in refused.stderr, refused
 
         recover = lab.kumiai("secrets", "recover", "--from", str(escrow_file), "--identity", str(identity), "--json")
         assert recover.code == 0, recover
         assert json.loads(recover.stdout)["result"] == dict.fromkeys(header["towns"], "key and vault restored")
+        assert json.loads(recover.stdout)["audit_key"] == "restored"
         recovered = True
         again = lab.kumiai("secrets", "recover", "--from", str(escrow_file), "--identity", str(identity), "--json")
         assert again.code == 0 and json.loads(again.stdout)["result"] == dict.fromkeys(header["towns"], "unchanged")
         assert load_town_secrets(vaults / f"{TOWN}.vault.yml", lab.vault_keys) == secrets
         for key in lab.vault_keys.iterdir():
             assert key.stat().st_mode & 0o777 == 0o600, key
-        assert lab.vault_keys.stat().st_mode & 0o777 == 0o700
+        assert lab.vault_keys.stat().st_mode & 0o777 == 0o700 and keys.stat().st_mode & 0o777 == 0o700
 
         # The DR site's repo restores with the recovered credentials, the marker row in the copy.
         run = lab.kumiai("drill", "--town", TOWN, "--repo", str(repo), "--json", timeout=900)
@@ -97,12 +103,14 @@ def test_after_losing_the_controllers_secrets_an_escrow_restores_a_town_from_the
         # Both recorded in the audit trail, without a secret.
         assert audit_ends(lab, "secrets escrow")[-1]["target"]["towns"] == header["towns"]
         assert audit_ends(lab, "secrets recover")[-1]["result"] == "ok"
+        verified = lab.kumiai("audit", "verify", timeout=120)
+        assert verified.code == 0, verified  # the recovered audit key continues the same chain
         log = (lab.state_dir / "audit" / "audit.jsonl").read_text(encoding="utf-8")
         key_text = (lab.vault_keys / f"{TOWN}.key").read_text(encoding="utf-8").strip()
         assert secrets.backup_cipher_pass not in log and key_text not in log
     finally:
         if not recovered:
-            for copy, where in ((kept / "keys", lab.vault_keys), (kept / "vaults", vaults)):
+            for copy, where in ((kept / "keys", keys), (kept / "vaults", vaults)):
                 shutil.rmtree(where, ignore_errors=True)
                 shutil.copytree(copy, where)
         conn = su.connect()

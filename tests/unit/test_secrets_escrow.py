@@ -25,6 +25,7 @@ from kumiai.errors import InputError, KumiaiError
 from kumiai.inventory import load_inventory
 
 CONSORTIUM = load_inventory(LAB).consortium.name
+AUDIT_KEY = b"ab" * 32
 
 
 def topology_at(lab_dir: Path) -> Topology:
@@ -42,7 +43,7 @@ def sealed(tmp_path: Path, *towns: str) -> tuple[bytes, x25519.Identity, dict[st
     header = escrow.EscrowHeader(
         consortium=CONSORTIUM, towns=towns, created="2026-11-27T18:00:00+00:00", recipient=str(identity.to_public())
     )
-    data = escrow.seal(header, escrow.gather(topology, towns, keys), identity.to_public())
+    data = escrow.seal(header, escrow.gather(topology, towns, keys), identity.to_public(), AUDIT_KEY)
     return data, identity, secrets
 
 
@@ -118,8 +119,9 @@ def test_an_escrow_opens_with_the_identity_and_holds_every_towns_key_and_secrets
     }
     for town in secrets.values():
         assert town.backup_cipher_pass.encode() not in data and town.s3_secret_key.encode() not in data
-    header, towns = escrow.unseal(data, "escrow.json", identity)
-    assert header.towns == ("nakai", "oiso")
+    contents = escrow.unseal(data, "escrow.json", identity)
+    header, towns = contents.header, contents.towns
+    assert header.towns == ("nakai", "oiso") and contents.audit_key == AUDIT_KEY
     assert {t: e.secrets for t, e in towns.items()} == secrets
     keys = tmp_path / "state" / "secrets"
     assert {t: e.key for t, e in towns.items()} == {t: (keys / f"{t}.key").read_bytes().strip() for t in secrets}
@@ -141,12 +143,12 @@ def test_a_tampered_escrow_is_refused(tmp_path: Path) -> None:
             escrow.unseal(relabelled, "escrow.json", identity)
     with pytest.raises(InputError, match="not a kumiai secrets escrow"):
         escrow.unseal(b"{not json", "escrow.json", identity)
-    assert escrow.unseal(data, "escrow.json", identity)[0].towns == ("nakai",)  # the untouched file opens
+    assert escrow.unseal(data, "escrow.json", identity).header.towns == ("nakai",)  # the untouched file opens
 
 
 def test_recover_restores_what_is_missing_refuses_different_secrets_and_runs_again_unchanged(tmp_path: Path) -> None:
     data, identity, secrets = sealed(tmp_path / "old", "nakai", "oiso")
-    _, towns = escrow.unseal(data, "escrow.json", identity)
+    towns = escrow.unseal(data, "escrow.json", identity).towns
     topology, keys = topology_at(tmp_path / "new" / "lab"), tmp_path / "new" / "state" / "secrets"
     recovery = escrow.recover(topology, towns, ["nakai", "oiso"], keys)
     assert recovery.towns == {"nakai": "key and vault restored", "oiso": "key and vault restored"}
@@ -194,11 +196,20 @@ def test_secrets_recover_on_the_command_line(tmp_path: Path, monkeypatch: pytest
     done = kumiai_in_process(*args, "--json")
     assert done.code == 0, done
     assert json.loads(done.stdout)["result"] == {"nakai": "key and vault restored"}
+    assert json.loads(done.stdout)["audit_key"] == "restored"
+    assert (tmp_path / "state" / "secrets" / "audit.key").read_bytes().strip() == AUDIT_KEY
+    again = kumiai_in_process(*args, "--json")
+    assert again.code == 0 and json.loads(again.stdout)["audit_key"] == "unchanged", again
     vault = tmp_path / "lab" / "secrets" / "nakai.vault.yml"
     assert load_town_secrets(vault, tmp_path / "state" / "secrets" / "towns") == secrets["nakai"]
     audit = (tmp_path / "state" / "audit" / "audit.jsonl").read_text(encoding="utf-8")
     assert '"secrets recover"' in audit and secrets["nakai"].backup_cipher_pass not in audit
     assert str(identity) not in audit
+    (tmp_path / "state" / "secrets" / "audit.key").write_text("cd" * 32 + "\n")
+    before = snapshot(tmp_path / "state" / "secrets")
+    other = kumiai_in_process(*args)
+    assert other.code == 2 and "audit.key: audit key: a different audit key exists here" in other.stderr, other
+    assert snapshot(tmp_path / "state" / "secrets") == before
     escrow_file.write_bytes(data.replace(b'"nakai"', b'"oiso"', 1))
     tampered = kumiai_in_process(*args)
     assert tampered.code == 2 and "the file was altered" in tampered.stderr, tampered

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kumiai.audit.trail import Trail
 from kumiai.commands.common import JsonOpt, current_target
 from kumiai.console import emit_json, out
 from kumiai.datalayer import escrow
@@ -60,7 +61,8 @@ def escrow_cmd(
     facts = {"towns": towns, "recipient": header.recipient, "file": str(path)}
     with Operation("secrets escrow", target=facts) as op:
         with op.step(f"seal {len(towns)} towns' keys and credentials") as step:
-            data = escrow.seal(header, escrow.gather(topology, towns), recipient)
+            audit_key = escrow.read_audit_key(Trail.default().key)
+            data = escrow.seal(header, escrow.gather(topology, towns), recipient, audit_key)
             write_private(path, data)
             step.detail = f"sha256 {escrow.digest(data)}"
         op.target["sha256"] = escrow.digest(data)
@@ -89,7 +91,8 @@ def recover_cmd(
     except OSError as exc:
         raise InputError(Problem(str(from_file), "--from", f"cannot be read: {exc.strerror}")) from None
     key = escrow.load_identity(identity)
-    header, towns = escrow.unseal(data, str(from_file), key)
+    contents = escrow.unseal(data, str(from_file), key)
+    header = contents.header
     target = current_target(ctx)
     consortium = target.inventory.consortium.name
     if header.consortium != consortium:
@@ -103,15 +106,21 @@ def recover_cmd(
         "recipient": header.recipient,
         "towns": list(header.towns),
     }
+    topology, known, audit_key_file = target.topology(), list(target.inventory.towns), Trail.default().key
+    problems = escrow.conflicts(topology, contents, known, audit_key_file)
+    if problems:
+        raise InputError(problems)
+    # The audit key first: recording this run needs it when the controller lost it with the rest.
+    audit_key = escrow.recover_audit_key(contents, audit_key_file)
     with Operation("secrets recover", target=facts) as op:
-        with op.step(f"restore {len(towns)} towns' keys and vaults") as step:
-            recovery = escrow.recover(target.topology(), towns, list(target.inventory.towns))
+        with op.step(f"restore {len(contents.towns)} towns' keys and vaults") as step:
+            recovery = escrow.recover(topology, contents.towns, known)
             step.detail = ", ".join(f"{t} {what}" for t, what in recovery.towns.items())
-        op.target["result"] = recovery.towns
-        op.target["skipped"] = recovery.skipped
+        op.target.update({"result": recovery.towns, "skipped": recovery.skipped, "audit_key": audit_key})
     if json_:
-        emit_json({**facts, "result": recovery.towns, "skipped": recovery.skipped})
+        emit_json({**facts, "result": recovery.towns, "skipped": recovery.skipped, "audit_key": audit_key})
         return
+    out.print(f"audit key: {audit_key}")
     for town_id, what in recovery.towns.items():
         out.print(f"{town_id}: {what}")
     if recovery.skipped:

@@ -1,11 +1,11 @@
 """Escrow of the towns' secrets, so that losing the controller does not lose the DR site's backups.
 
-An escrow file holds every town's vault key and credentials (database passwords, backup cipher key, S3 keys),
-encrypted with age (X25519, the pyrage library) to one recipient whose identity is kept offline. The file is
-JSON: in clear what it is (consortium, towns, when, recipient), and `age`, the sealed payload. The payload
-repeats the clear fields, so a changed header is refused like a changed payload (age authenticates the payload).
-`recover` puts the keys and vaults back on a controller: never over different secrets, and a second run changes
-nothing.
+An escrow file holds every town's vault key and credentials (database passwords, backup cipher key, S3 keys), and
+the audit log's key (kumiai.audit.trail: without it the log can be neither verified nor continued), encrypted
+with age (X25519, the pyrage library) to one recipient whose identity is kept offline. The file is JSON: in clear
+what it is (consortium, towns, when, recipient), and `age`, the sealed payload. The payload repeats the clear
+fields, so a changed header is refused like a changed payload (age authenticates the payload). `recover` puts the
+keys and vaults back on a controller: never over different secrets, and a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +58,15 @@ class EscrowHeader:
 class TownEscrow:
     key: bytes
     secrets: TownSecrets = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What an escrow file holds, once opened."""
+
+    header: EscrowHeader
+    towns: dict[str, TownEscrow]
+    audit_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -118,10 +127,21 @@ def gather(topology: Topology, town_ids: Sequence[str], keys: Path | None = None
     return gathered
 
 
-def seal(header: EscrowHeader, towns: Mapping[str, TownEscrow], recipient: x25519.Recipient) -> bytes:
+def read_audit_key(path: Path) -> bytes | None:
+    """The audit log's key as stored (hex text), checked like a vault key; None when there is none yet."""
+    return read_key(path) if path.exists() else None
+
+
+def seal(
+    header: EscrowHeader,
+    towns: Mapping[str, TownEscrow],
+    recipient: x25519.Recipient,
+    audit_key: bytes | None = None,
+) -> bytes:
     """The escrow file's content."""
     payload = {
         "header": header.as_dict(),
+        "audit_key": audit_key.decode() if audit_key else None,
         "towns": {t: {"key": e.key.decode(), "secrets": asdict(e.secrets)} for t, e in sorted(towns.items())},
     }
     sealed = pyrage.encrypt(json.dumps(payload, sort_keys=True).encode(), [recipient])
@@ -147,7 +167,7 @@ def read_header(data: bytes, source: str) -> EscrowHeader:
         ) from None
 
 
-def unseal(data: bytes, source: str, identity: x25519.Identity) -> tuple[EscrowHeader, dict[str, TownEscrow]]:
+def unseal(data: bytes, source: str, identity: x25519.Identity) -> Contents:
     """The towns' keys and secrets of an escrow file; InputError when it was altered or is for another key."""
     header = read_header(data, source)
     try:
@@ -176,7 +196,8 @@ def unseal(data: bytes, source: str, identity: x25519.Identity) -> tuple[EscrowH
     towns = {
         t: TownEscrow(key=v["key"].encode(), secrets=TownSecrets(**v["secrets"])) for t, v in payload["towns"].items()
     }
-    return header, towns
+    audit_key = payload.get("audit_key")
+    return Contents(header=header, towns=towns, audit_key=audit_key.encode() if audit_key else None)
 
 
 def digest(data: bytes) -> str:
@@ -199,6 +220,34 @@ def _conflicts(topology: Topology, town_id: str, escrowed: TownEscrow, keys: Pat
                 Problem(str(vault), town_id, "different secrets exist here (or another key's): move them away first")
             )
     return problems
+
+
+def conflicts(
+    topology: Topology,
+    contents: Contents,
+    known: Sequence[str],
+    audit_key_file: Path,
+    keys: Path | None = None,
+) -> list[Problem]:
+    """Why recovering would overwrite something different (empty: it may go ahead)."""
+    problems = [p for t, e in sorted(contents.towns.items()) if t in known for p in _conflicts(topology, t, e, keys)]
+    if contents.audit_key and audit_key_file.exists() and read_key(audit_key_file) != contents.audit_key:
+        problems.append(
+            Problem(str(audit_key_file), "audit key", "a different audit key exists here: move it away first")
+        )
+    return problems
+
+
+def recover_audit_key(contents: Contents, audit_key_file: Path) -> str:
+    """Put the audit log's key back when it is missing (before anything is recorded: the log needs it)."""
+    if contents.audit_key is None:
+        return "not in the escrow"
+    if audit_key_file.exists():
+        if read_key(audit_key_file) != contents.audit_key:
+            raise InputError(Problem(str(audit_key_file), "audit key", "a different audit key exists here"))
+        return "unchanged"
+    write_private(audit_key_file, contents.audit_key + b"\n")
+    return "restored"
 
 
 def recover(
