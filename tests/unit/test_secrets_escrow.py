@@ -15,6 +15,7 @@ from pyrage import x25519
 from kumiai.datalayer import escrow
 from kumiai.datalayer.secrets import (
     TownSecrets,
+    check_town_keys,
     ensure_town_secrets,
     load_town_secrets,
     town_key_file,
@@ -60,6 +61,7 @@ def test_a_key_file_others_can_read_is_refused_with_its_mode_and_the_fix(tmp_pat
         lambda: load_town_secrets(vault, keys),
         lambda: ensure_town_secrets(vault, keys),
         lambda: vault_id_args(["nakai"], keys),
+        lambda: check_town_keys([vault], keys),
     ):
         with pytest.raises(InputError) as refused:
             attempt()
@@ -79,6 +81,8 @@ def test_a_missing_key_is_never_made_anew_over_an_existing_vault(tmp_path: Path)
         ensure_town_secrets(topology.secrets_file("nakai"), keys)
     with pytest.raises(KumiaiError, match="kumiai secrets recover"):
         load_town_secrets(topology.secrets_file("nakai"), keys)
+    with pytest.raises(KumiaiError, match="kumiai secrets recover"):  # onboarding's check of every town, first
+        check_town_keys([topology.secrets_file("oiso"), topology.secrets_file("nakai")], keys)
     assert snapshot(tmp_path) == before
     # A town without a vault gets its key: only then is a new one made.
     ensure_town_secrets(topology.secrets_file("oiso"), keys)

@@ -143,6 +143,17 @@ def ensure_town_key(town_id: str, vault_file: Path, keys: Path | None = None) ->
     return path
 
 
+def check_town_keys(vault_files: list[Path], keys: Path | None = None) -> None:
+    """Refuse before anything is written: a key others can read, or a key missing beside its town's vault."""
+    for vault_file in vault_files:
+        town_id = town_of(vault_file)
+        path = town_key_file(town_id, keys)
+        if path.exists():
+            check_private(path)
+        elif vault_file.exists() and vault_id_of(vault_file.read_bytes()) is not None:
+            raise missing_key(town_id, path, vault_file)
+
+
 def vault_id_of(vaulttext: bytes) -> str | None:
     """The vault id a vault file was encrypted with (its header's fourth field); None for the one-key format."""
     header = vaulttext.split(b"\n", 1)[0].decode("ascii", "replace").strip().split(";")
