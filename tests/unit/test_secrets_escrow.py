@@ -19,6 +19,7 @@ from kumiai.datalayer.secrets import (
     ensure_town_secrets,
     load_town_secrets,
     town_key_file,
+    town_secret_files,
     vault_id_args,
 )
 from kumiai.datalayer.topology import Topology
@@ -87,6 +88,10 @@ def test_a_missing_key_is_never_made_anew_over_an_existing_vault(tmp_path: Path)
     # A town without a vault gets its key: only then is a new one made.
     ensure_town_secrets(topology.secrets_file("oiso"), keys)
     assert stat.S_IMODE(town_key_file("oiso", keys).stat().st_mode) == 0o600
+    assert town_secret_files(topology.secrets_file("oiso"), keys) == (
+        topology.secrets_file("oiso"),
+        keys / "oiso.key",
+    )
 
 
 def test_a_vault_of_the_one_shared_key_moves_to_the_towns_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,6 +76,12 @@ def town_key_file(town_id: str, keys: Path | None = None) -> Path:
     return (keys or keys_dir()) / f"{town_id}{KEY_SUFFIX}"
 
 
+def town_secret_files(vault_file: Path, keys: Path | None = None) -> tuple[Path, Path]:
+    """What this controller holds of one town's secrets: its vault and the key it is encrypted under (what
+    crypto-shredding a town destroys; copies in escrow files are outside kumiai's reach)."""
+    return vault_file, town_key_file(town_of(vault_file), keys)
+
+
 def town_of(vault_file: Path) -> str:
     """The town a vault file belongs to (<town>.vault.yml)."""
     return vault_file.name.removesuffix(VAULT_SUFFIX)
