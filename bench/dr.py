@@ -58,7 +58,7 @@ def writers(lab: Lab, towns: list[str], name: str) -> dict[str, Writer]:
     """One writer per town over both sites' members (libpq picks whichever is read-write)."""
     started = {}
     for tid in towns:
-        town, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_key, tid)
+        town, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, tid)
         started[tid] = Writer(town_endpoint(town, secrets), name).start()
         started[tid].wait_for(20)
     return started
@@ -67,7 +67,7 @@ def writers(lab: Lab, towns: list[str], name: str) -> dict[str, Writer]:
 def lost_after(lab: Lab, tid: str, writer: Writer) -> int:
     """Acknowledged commits the town's current primary does not hold."""
     assert writer.result is not None
-    town, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_key, tid)
+    town, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, tid)
     return len(writer.result.lost(held_seqs(town_endpoint(town, secrets), writer.name, read_write=True)))
 
 

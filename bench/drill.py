@@ -74,7 +74,7 @@ def grow(env: dict[str, str], lab_dir: Path, state_dir: Path, scale: int) -> dic
     status = json.loads(kumiai(env, "status", "--json", "--town", TOWN))["towns"][0]
     primary = status["primary"]
     leader = next(m for m in primary["members"] if m["name"] == primary["leader"])
-    secrets = load_town_secrets(lab_dir / "secrets" / f"{TOWN}.vault.yml", state_dir / "vault.key")
+    secrets = load_town_secrets(lab_dir / "secrets" / f"{TOWN}.vault.yml", state_dir / "secrets" / "towns")
     pg_env = {**os.environ, "PGPASSWORD": secrets.superuser_password}
     t0 = time.perf_counter()
     subprocess.run(

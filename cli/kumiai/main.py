@@ -13,7 +13,21 @@ import typer
 from rich.markup import escape
 
 from kumiai import __version__
-from kumiai.commands import approve, audit, backup, data, diff, drill, failover, lab, plan, recover, runbook, town
+from kumiai.commands import (
+    approve,
+    audit,
+    backup,
+    data,
+    diff,
+    drill,
+    failover,
+    lab,
+    plan,
+    recover,
+    runbook,
+    secrets,
+    town,
+)
 from kumiai.console import err
 from kumiai.errors import InputError, KumiaiError
 from kumiai.inventory import Inventory, load_inventory
@@ -66,7 +80,7 @@ def main(
     ctx.obj = AppState(inventory_path=inventory)
 
 
-for module in (town, audit, plan, diff, approve, lab, data, backup, recover, drill, failover, runbook):
+for module in (town, audit, plan, diff, approve, lab, data, backup, recover, drill, failover, runbook, secrets):
     module.register(app)
 
 

@@ -1,7 +1,7 @@
 """The integration tests start a whole lab themselves (both sites, the lab towns) and remove it at the end.
 
 Everything lives in one temporary directory below /var/tmp (the postgres and etcd users must be able to reach
-it), with its own inventory copy, lab directory and state directory (vault key, audit log).
+it), with its own inventory copy, lab directory and state directory (the towns' vault keys, audit log).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class Lab:
         return json.loads(run.stdout)
 
     @property
-    def vault_key(self) -> Path:
-        return self.state_dir / "vault.key"
+    def vault_keys(self) -> Path:
+        """The towns' vault keys (<town>.key), as kumiai keeps them under the state directory."""
+        return self.state_dir / "secrets" / "towns"
 
 
 def _answers(address: str, port: int) -> bool:
@@ -147,11 +148,15 @@ def lab() -> Iterator[Lab]:
 
 def run_playbook(lab: Lab, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
     """ansible-playbook as an operator would run it, with the project's derived inventory."""
-    env = {
-        **lab.env,
-        "KUMIAI_INVENTORY": str(lab.inventory),
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_VAULT_PASSWORD_FILE": str(lab.vault_key),
-    }
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(BIN / "kumiai-ansible-inventory"), f"playbooks/{playbook}", *args]
+    env = {**lab.env, "KUMIAI_INVENTORY": str(lab.inventory), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    # Every town's key, one --vault-id each (the vault id is the town).
+    vault_ids = [a for key in sorted(lab.vault_keys.glob("*.key")) for a in ("--vault-id", f"{key.stem}@{key}")]
+    cmd = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(BIN / "kumiai-ansible-inventory"),
+        f"playbooks/{playbook}",
+        *vault_ids,
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

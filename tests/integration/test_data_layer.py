@@ -94,7 +94,7 @@ def test_no_secret_reaches_playbook_logs_or_the_audit_log(lab: Lab) -> None:
     logs = "".join(p.read_text() for p in log_files)
     logs += (lab.state_dir / "audit" / "audit.jsonl").read_text()
     for town in LAB_TOWNS:
-        s = load_town_secrets(lab.lab_dir / "secrets" / f"{town}.vault.yml", lab.vault_key)
+        s = load_town_secrets(lab.lab_dir / "secrets" / f"{town}.vault.yml", lab.vault_keys)
         for value in (s.superuser_password, s.replication_password, s.app_password, s.backup_cipher_pass):
             assert value not in logs
 
@@ -113,7 +113,7 @@ def _connects(host: str, user: str, password: str, dbname: str, replication: boo
 
 def test_a_towns_credentials_work_only_for_its_own_cluster(lab: Lab) -> None:
     status = lab.status()
-    secrets = {t: load_town_secrets(lab.lab_dir / "secrets" / f"{t}.vault.yml", lab.vault_key) for t in LAB_TOWNS}
+    secrets = {t: load_town_secrets(lab.lab_dir / "secrets" / f"{t}.vault.yml", lab.vault_keys) for t in LAB_TOWNS}
     successes, attempts = 0, 0
     for x, y in itertools.permutations(LAB_TOWNS, 2):
         host = leader_address(status[y])
@@ -140,7 +140,7 @@ def test_psql_uses_the_town_credentials_without_echoing_them(lab: Lab) -> None:
     )
     assert run.code == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "nakai_app"
-    s = load_town_secrets(lab.lab_dir / "secrets" / "nakai.vault.yml", lab.vault_key)
+    s = load_town_secrets(lab.lab_dir / "secrets" / "nakai.vault.yml", lab.vault_keys)
     assert s.app_password not in run.stdout + run.stderr
     deadline = time.monotonic() + 30
     while True:  # the write reaches the DR site through the standby cluster

@@ -42,7 +42,7 @@ def dr_lab() -> Iterator[Lab]:
 
 
 def endpoint(lab: Lab, town: str) -> Endpoint:
-    layout, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_key, town)
+    layout, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, town)
     return town_endpoint(layout, secrets, (HOME, DR))
 
 
@@ -80,7 +80,7 @@ def failover(lab: Lab, *args: str, timeout: float = 600) -> list[dict[str, Any]]
 
 def pgbackrest(lab: Lab, town: str, *args: str) -> subprocess.CompletedProcess[str]:
     """pgBackRest at the town's current primary leader, as the lab runs it (the member's own configuration)."""
-    layout, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_key, town)
+    layout, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, town)
     conn = superuser_endpoint(layout, secrets, (layout.primary_site,)).connect()
     try:
         leader_address = conn.info.host
@@ -159,7 +159,7 @@ class Prober:
     def __init__(self, lab: Lab, site: str) -> None:
         self.targets = []
         for town in TOWNS:
-            layout, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_key, town)
+            layout, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, town)
             app = town_endpoint(layout, secrets)
             self.targets += [app.only(m.address) for m in layout.at(site)]
         self.attempts = 0

@@ -50,7 +50,7 @@ def topology_of(lab: Lab) -> Topology:
 def town_s3(lab: Lab, town: str, site: str) -> Any:
     """A boto3 client of the site's store with the town's own credentials (from its vault)."""
     topology = topology_of(lab)
-    secrets = load_town_secrets(topology.secrets_file(town), lab.vault_key)
+    secrets = load_town_secrets(topology.secrets_file(town), lab.vault_keys)
     store = topology.site(site).object_store
     assert store is not None
     return client(store, Credentials(secrets.s3_access_key, secrets.s3_secret_key))

@@ -96,7 +96,7 @@ def test_emergency_failover_under_a_partition_fences_the_old_primary_before_prom
     plab: Lab, record_property: pytest.RecordProperty
 ) -> None:
     wait_healthy(plab, TOWN)
-    town, secrets = lab_town(plab.inventory, plab.lab_dir, plab.vault_key, TOWN)
+    town, secrets = lab_town(plab.inventory, plab.lab_dir, plab.vault_keys, TOWN)
     topology = LabTarget(load_inventory(plab.inventory), plab.lab_dir).topology()
     old_site, new_site = town.primary_site, town.dr_site
     old_members = [m.name for m in town.at(old_site)]

@@ -29,7 +29,7 @@ class LabLike(Protocol):
     lab_dir: Path
 
     @property
-    def vault_key(self) -> Path: ...
+    def vault_keys(self) -> Path: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -69,7 +69,7 @@ def wait_healthy(lab: LabLike, town_id: str, timeout_s: float = HEALTHY_TIMEOUT_
 def in_site_failover(lab: LabLike, town_id: str, fault: InSiteFault, *, warmup: int = 100) -> InSiteOutcome:
     """SIGKILL the town's primary-site leader (its PostgreSQL, or its whole member held down) under a writer."""
     wait_healthy(lab, town_id)
-    town, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_key, town_id)
+    town, secrets = lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, town_id)
     target = LabTarget(load_inventory(lab.inventory), lab.lab_dir)
     site = target.topology().site(town.primary_site)
     members = town.at(town.primary_site)

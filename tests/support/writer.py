@@ -86,10 +86,10 @@ def superuser_endpoint(town: TownLayout, secrets: TownSecrets, sites: Sequence[s
     return Endpoint(hosts=app.hosts, dbname=app.dbname, user=SUPERUSER, password=secrets.superuser_password)
 
 
-def lab_town(inventory: Path, lab_dir: Path, vault_key: Path, town_id: str) -> tuple[TownLayout, TownSecrets]:
+def lab_town(inventory: Path, lab_dir: Path, vault_keys: Path, town_id: str) -> tuple[TownLayout, TownSecrets]:
     """A lab town's layout (for its current placement) and credentials, read the way kumiai reads them."""
     topology = LabTarget(load_inventory(inventory), lab_dir).topology()
-    return topology.towns[town_id], load_town_secrets(topology.secrets_file(town_id), vault_key)
+    return topology.towns[town_id], load_town_secrets(topology.secrets_file(town_id), vault_keys)
 
 
 @dataclass(frozen=True)

@@ -82,21 +82,24 @@ def test_supervisor_status_lines() -> None:
 
 
 def test_vault_round_trip_is_encrypted_private_and_stable(tmp_path: Path) -> None:
-    key = tmp_path / "state" / "vault.key"
+    keys = tmp_path / "state" / "secrets"
     path = tmp_path / "lab" / "secrets" / "nakai.vault.yml"
-    first = ensure_town_secrets(path, key)
+    first = ensure_town_secrets(path, keys)
+    key = keys / "nakai.key"
     raw = path.read_bytes()
-    assert raw.startswith(b"$ANSIBLE_VAULT;")
+    assert raw.startswith(b"$ANSIBLE_VAULT;1.2;AES256;nakai\n")  # the town's own vault id
     assert first.app_password.encode() not in raw and first.backup_cipher_pass.encode() not in raw
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert ensure_town_secrets(path, key) == first == load_town_secrets(path, key)
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert ensure_town_secrets(path, keys) == first == load_town_secrets(path, keys)
     assert "hidden" in repr(first) and first.app_password not in repr(first)
 
 
 def test_two_towns_get_different_credentials(tmp_path: Path) -> None:
-    key = tmp_path / "vault.key"
-    a = ensure_town_secrets(tmp_path / "a.yml", key)
-    b = ensure_town_secrets(tmp_path / "b.yml", key)
+    keys = tmp_path / "keys"
+    a = ensure_town_secrets(tmp_path / "a.vault.yml", keys)
+    b = ensure_town_secrets(tmp_path / "b.vault.yml", keys)
+    assert (keys / "a.key").read_bytes() != (keys / "b.key").read_bytes()
     assert {a.superuser_password, a.app_password, a.replication_password, a.backup_cipher_pass}.isdisjoint(
         {b.superuser_password, b.app_password, b.replication_password, b.backup_cipher_pass}
     )
@@ -105,7 +108,9 @@ def test_two_towns_get_different_credentials(tmp_path: Path) -> None:
 def test_a_wrong_key_is_an_explained_error(tmp_path: Path) -> None:
     from kumiai.errors import KumiaiError
 
-    ensure_town_secrets(tmp_path / "a.yml", tmp_path / "k1")
-    (tmp_path / "k2").write_text("another key\n")
+    ensure_town_secrets(tmp_path / "a.vault.yml", tmp_path / "k1")
+    (tmp_path / "k2").mkdir()
+    (tmp_path / "k2" / "a.key").write_text("another key\n")
+    (tmp_path / "k2" / "a.key").chmod(0o600)
     with pytest.raises(KumiaiError, match="cannot decrypt"):
-        load_town_secrets(tmp_path / "a.yml", tmp_path / "k2")
+        load_town_secrets(tmp_path / "a.vault.yml", tmp_path / "k2")

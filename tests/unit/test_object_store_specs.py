@@ -9,12 +9,11 @@ from pathlib import Path
 
 import botocore.exceptions
 import pytest
-import yaml
 from cryptography import x509
 
 from kumiai.commands.recover import parse_moment
 from kumiai.datalayer.ansible_inventory import build_inventory
-from kumiai.datalayer.secrets import SECRETS_VAR, _vault, ensure_town_secrets, ensure_vault_key, load_town_secrets
+from kumiai.datalayer.secrets import TownSecrets, encrypt_town_secrets, ensure_town_secrets, load_town_secrets
 from kumiai.errors import InputError
 from kumiai.inventory import Inventory, load_inventory
 from kumiai.lab.layout import build_layout
@@ -182,7 +181,7 @@ def test_certificates_are_kept_while_good_and_reissued_when_not(tmp_path: Path) 
 
 
 def test_a_vault_written_before_s3_keys_gets_them_and_keeps_the_rest(tmp_path: Path) -> None:
-    key = ensure_vault_key(tmp_path / "vault.key")
+    keys = tmp_path / "keys"
     path = tmp_path / "nakai.vault.yml"
     old = {
         "superuser_password": "su-pass",
@@ -190,14 +189,17 @@ def test_a_vault_written_before_s3_keys_gets_them_and_keeps_the_rest(tmp_path: P
         "app_password": "app-pass",
         "backup_cipher_pass": "cipher-pass",
     }
-    path.write_bytes(_vault(key).encrypt(yaml.safe_dump({SECRETS_VAR: old}).encode()))
-    secrets = ensure_town_secrets(path, key)
+    keys.mkdir(mode=0o700)
+    (keys / "nakai.key").write_bytes(b"the town's key\n")
+    (keys / "nakai.key").chmod(0o600)
+    path.write_bytes(encrypt_town_secrets("nakai", b"the town's key", TownSecrets(**old)))
+    secrets = ensure_town_secrets(path, keys)
     assert len(secrets.s3_access_key) == 20 and secrets.s3_access_key.isalnum()
     assert len(secrets.s3_secret_key) >= 40
-    stored = load_town_secrets(path, key)
+    stored = load_town_secrets(path, keys)
     assert stored == secrets
     assert {k: getattr(stored, k) for k in old} == old
-    assert ensure_town_secrets(path, key) == stored  # generated once
+    assert ensure_town_secrets(path, keys) == stored  # generated once
     assert b"su-pass" not in path.read_bytes()
 
 

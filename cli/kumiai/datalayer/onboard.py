@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from kumiai.datalayer.secrets import ensure_town_secrets, load_town_secrets
+from kumiai.datalayer.secrets import check_town_keys, ensure_town_secrets, load_town_secrets
 from kumiai.datalayer.status import TownStatus, gather_town_status
 from kumiai.datalayer.target import Target
 from kumiai.datalayer.topology import Topology, group_name
@@ -72,6 +72,7 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
     with op.step("credentials and addresses"):
         # Credentials first: a run interrupted after this point finds them and reuses them.
         secrets_of = target.topology()
+        check_town_keys([secrets_of.secrets_file(tid) for tid in town_ids])
         for tid in town_ids:
             ensure_town_secrets(secrets_of.secrets_file(tid))
         topology = target.prepare(town_ids)
@@ -80,7 +81,7 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         changes = ensure_town_buckets(target, topology, town_ids) + ensure_evidence_buckets(target, topology)
         step.detail = f"{len(changes)} changes"
     with op.step("both sites: onboard_town.yml") as step:
-        result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids))
+        result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids), towns=town_ids)
         step.detail = f"changed={result.changed}"
     with op.step("DR standby streaming, full backups in every repo") as step:
         statuses = wait_healthy(target, topology, town_ids)

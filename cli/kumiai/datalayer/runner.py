@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kumiai import paths
-from kumiai.datalayer.secrets import ensure_vault_key
+from kumiai.datalayer.secrets import vault_id_args
 from kumiai.errors import KumiaiError
 
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
@@ -78,14 +78,13 @@ def tool(name: str) -> Path:
 
 
 def playbook_env(target_env: Mapping[str, str]) -> dict[str, str]:
-    """ansible-playbook's environment: the project's configuration, the vault key, and what the target's inventory
-    script needs to find the inventory and the target (`target_env`)."""
+    """ansible-playbook's environment: the project's configuration and what the target's inventory script needs to
+    find the inventory and the target (`target_env`). The towns' vault keys are arguments (run_playbook)."""
     root = paths.project_root()
     return {
         **os.environ,
         "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(root / "roles"),
-        "ANSIBLE_VAULT_PASSWORD_FILE": str(ensure_vault_key()),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         "PYTHONUNBUFFERED": "1",
@@ -102,8 +101,10 @@ def run_playbook(
     check: bool = False,
     extra_args: list[str] | None = None,
     echo: bool = False,
+    towns: Sequence[str] = (),
 ) -> PlaybookResult:
     """Run playbooks/<name> with the derived inventory and return its recap. Output goes to a log in `logs`.
+    ansible-playbook gets the vault keys of `towns` (the towns it runs) and no other.
 
     Secrets never appear there: every task that handles them has no_log.
     """
@@ -123,6 +124,7 @@ def run_playbook(
         cmd += ["--limit", limit]
     if check:
         cmd += ["--check"]
+    cmd += vault_id_args(tuple(towns))
     cmd += extra_args or []
     t0 = time.perf_counter()
     with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:

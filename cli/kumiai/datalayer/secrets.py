@@ -1,13 +1,19 @@
 """Per-town credentials: generated at onboarding, stored only ansible-vault encrypted, never printed.
 
-The vault key is a file outside git (default .kumiai/vault.key, mode 0600; KUMIAI_VAULT_KEY_FILE overrides);
-ansible-playbook gets it with --vault-password-file. Each town's file holds one variable, kumiai_town_secrets.
+Each town's vault (one variable, kumiai_town_secrets) is encrypted under the town's own key, with the town id as
+its vault id: a file outside git, `<state dir>/secrets/towns/<town>.key` (KUMIAI_VAULT_KEYS_DIR overrides
+the directory), mode 0600 in a 0700 directory. ansible-playbook gets the keys of the towns it runs (--vault-id
+town@file). kumiai refuses a key file that its group or others can read, and never makes a new key for a town
+whose vault exists: a lost key comes back from an escrow (kumiai.datalayer.escrow, `kumiai secrets recover`).
+Vaults written before per-town keys (one key, KUMIAI_VAULT_KEY_FILE or `<state dir>/vault.key`) are still read,
+and re-encrypted under the town's key the next time the town is onboarded.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +22,14 @@ from typing import TYPE_CHECKING
 import yaml
 
 from kumiai import paths
-from kumiai.errors import KumiaiError
+from kumiai.errors import InputError, KumiaiError, Problem
 
 if TYPE_CHECKING:
     from ansible.parsing.vault import VaultLib
 
 SECRETS_VAR = "kumiai_town_secrets"
+VAULT_SUFFIX = ".vault.yml"
+KEY_SUFFIX = ".key"
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,39 @@ def _s3_keys() -> dict[str, str]:
     }
 
 
-def vault_key_file() -> Path:
+def keys_dir() -> Path:
+    """Where the towns' vault keys live: KUMIAI_VAULT_KEYS_DIR, else secrets/towns/ under the state directory
+    (beside the audit log's key, secrets/audit.key, which is not a town's)."""
+    env = os.environ.get("KUMIAI_VAULT_KEYS_DIR")
+    return Path(env).absolute() if env else paths.state_dir() / "secrets" / "towns"
+
+
+def town_key_file(town_id: str, keys: Path | None = None) -> Path:
+    return (keys or keys_dir()) / f"{town_id}{KEY_SUFFIX}"
+
+
+def town_secret_files(vault_file: Path, keys: Path | None = None) -> tuple[Path, Path]:
+    """What this controller holds of one town's secrets: its vault and the key it is encrypted under (what
+    crypto-shredding a town destroys; copies in escrow files are outside kumiai's reach)."""
+    return vault_file, town_key_file(town_of(vault_file), keys)
+
+
+def town_of(vault_file: Path) -> str:
+    """The town a vault file belongs to (<town>.vault.yml)."""
+    return vault_file.name.removesuffix(VAULT_SUFFIX)
+
+
+def legacy_key_file() -> Path:
+    """The one vault key of the towns' vaults written before per-town keys."""
     env = os.environ.get("KUMIAI_VAULT_KEY_FILE")
     return Path(env).absolute() if env else paths.state_dir() / "vault.key"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, atomically (an interrupted run leaves the old file or none)."""
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, atomically (an interrupted run leaves the old file or none), in a
+    directory only its owner can enter when kumiai creates it."""
+    for missing in [d for d in reversed(path.parents) if not d.exists()]:
+        missing.mkdir(mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -75,47 +107,132 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def ensure_vault_key(path: Path | None = None) -> Path:
-    path = path or vault_key_file()
-    if not path.exists():
-        _write_private(path, (secrets.token_urlsafe(48) + "\n").encode())
+def check_private(path: Path, what: str = "a key file") -> None:
+    """Refuse (InputError, exit 2) a file that its group or others can read or write."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise InputError(
+            Problem(
+                str(path),
+                "mode",
+                f"is {mode:04o}: {what} must be readable by its owner only (0600); fix it with `chmod 600 {path}`",
+            )
+        )
+
+
+def read_key(path: Path) -> bytes:
+    """A vault key, after checking that only its owner can read it."""
+    try:
+        check_private(path)
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise KumiaiError(f"cannot read the vault key {path}: {exc.strerror}") from None
+
+
+def missing_key(town_id: str, key_file: Path, vault_file: Path) -> KumiaiError:
+    return KumiaiError(
+        f"the vault key of {town_id} ({key_file}) is missing, but its encrypted secrets exist ({vault_file}): "
+        "kumiai does not make a new key for them; recover the key with "
+        "`kumiai secrets recover --from ESCROW-FILE --identity KEY-FILE`"
+    )
+
+
+def ensure_town_key(town_id: str, vault_file: Path, keys: Path | None = None) -> Path:
+    """The town's key file, created (0600 in a 0700 directory) only while the town has no vault."""
+    path = town_key_file(town_id, keys)
+    if path.exists():
+        check_private(path)
+        return path
+    if vault_file.exists() and vault_id_of(vault_file.read_bytes()) is not None:
+        raise missing_key(town_id, path, vault_file)
+    write_private(path, (secrets.token_urlsafe(48) + "\n").encode())
     return path
 
 
-def _vault(key_file: Path) -> VaultLib:
+def check_town_keys(vault_files: list[Path], keys: Path | None = None) -> None:
+    """Refuse before anything is written: a key others can read, or a key missing beside its town's vault."""
+    for vault_file in vault_files:
+        town_id = town_of(vault_file)
+        path = town_key_file(town_id, keys)
+        if path.exists():
+            check_private(path)
+        elif vault_file.exists() and vault_id_of(vault_file.read_bytes()) is not None:
+            raise missing_key(town_id, path, vault_file)
+
+
+def vault_id_of(vaulttext: bytes) -> str | None:
+    """The vault id a vault file was encrypted with (its header's fourth field); None for the one-key format."""
+    header = vaulttext.split(b"\n", 1)[0].decode("ascii", "replace").strip().split(";")
+    return header[3] if len(header) > 3 else None
+
+
+def _vault(key: bytes, vault_id: str | None = None) -> VaultLib:
     # Imported here: loading Ansible's configuration costs every kumiai command about 0.1 s at start-up.
     from ansible.constants import DEFAULT_VAULT_ID_MATCH
     from ansible.parsing.vault import VaultLib, VaultSecret
 
+    return VaultLib([(vault_id or DEFAULT_VAULT_ID_MATCH, VaultSecret(key))])
+
+
+def encrypt_town_secrets(town_id: str, key: bytes, town_secrets: TownSecrets) -> bytes:
+    """The vault file of a town: its secrets under its key, labelled with its id."""
+    from ansible.parsing.vault import VaultSecret
+
+    plain = yaml.safe_dump({SECRETS_VAR: town_secrets.__dict__}, sort_keys=True).encode()
+    return _vault(key, town_id).encrypt(plain, secret=VaultSecret(key), vault_id=town_id)
+
+
+def decrypt_town_secrets(vault_file: Path, vaulttext: bytes, key: bytes) -> TownSecrets:
     try:
-        key = key_file.read_bytes().strip()
-    except OSError as exc:
-        raise KumiaiError(f"cannot read the vault key {key_file}: {exc.strerror}") from None
-    return VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(key))])
+        plain = _vault(key, vault_id_of(vaulttext)).decrypt(vaulttext)
+    except Exception as exc:  # AnsibleVaultError and friends: say which file, never the content
+        raise KumiaiError(f"cannot decrypt {vault_file} with its vault key: {type(exc).__name__}") from None
+    return TownSecrets(**yaml.safe_load(plain)[SECRETS_VAR])
 
 
-def load_town_secrets(path: Path, key_file: Path | None = None) -> TownSecrets:
+def load_town_secrets(path: Path, keys: Path | None = None) -> TownSecrets:
+    """A town's secrets from its vault file, with the town's key from `keys` (default: keys_dir())."""
     if not path.exists():
         raise KumiaiError(f"no credentials for this town ({path} is missing): onboard it first")
-    try:
-        plain = _vault(key_file or vault_key_file()).decrypt(path.read_bytes())
-    except Exception as exc:  # AnsibleVaultError and friends: say which file, never the content
-        raise KumiaiError(f"cannot decrypt {path} with the vault key: {type(exc).__name__}") from None
-    data = yaml.safe_load(plain)[SECRETS_VAR]
-    return TownSecrets(**data)
+    vaulttext = path.read_bytes()
+    town_id = town_of(path)
+    if vault_id_of(vaulttext) is None:
+        key_file = legacy_key_file()
+    else:
+        key_file = town_key_file(town_id, keys)
+        if not key_file.exists():
+            raise missing_key(town_id, key_file, path)
+    return decrypt_town_secrets(path, vaulttext, read_key(key_file))
 
 
-def ensure_town_secrets(path: Path, key_file: Path | None = None) -> TownSecrets:
+def ensure_town_secrets(path: Path, keys: Path | None = None) -> TownSecrets:
     """The town's credentials: read them when they exist, else generate and store them (once). A vault written
-    before the town had S3 keys gets them added."""
-    key_file = ensure_vault_key(key_file)
+    before the town had S3 keys gets them added; one written under the one shared key moves to the town's key."""
+    town_id = town_of(path)
+    key_file = ensure_town_key(town_id, path, keys)
     if path.exists():
-        stored = load_town_secrets(path, key_file)
-        if stored.s3_access_key:
+        stored = load_town_secrets(path, keys)
+        legacy = vault_id_of(path.read_bytes()) is None
+        if stored.s3_access_key and not legacy:
             return stored
-        fresh = TownSecrets(**{**stored.__dict__, **_s3_keys()})
+        fresh = stored if stored.s3_access_key else TownSecrets(**{**stored.__dict__, **_s3_keys()})
     else:
         fresh = TownSecrets.generate()
-    plain = yaml.safe_dump({SECRETS_VAR: fresh.__dict__}, sort_keys=True).encode()
-    _write_private(path, _vault(key_file).encrypt(plain))
+    write_private(path, encrypt_town_secrets(town_id, read_key(key_file), fresh))
     return fresh
+
+
+def vault_id_args(town_ids: list[str] | tuple[str, ...], keys: Path | None = None) -> list[str]:
+    """ansible-playbook arguments giving it the keys of these towns (those that have one), and the one shared key
+    of vaults written before per-town keys when it still exists."""
+    args = []
+    for town_id in town_ids:
+        key_file = town_key_file(town_id, keys)
+        if key_file.exists():
+            check_private(key_file)
+            args += ["--vault-id", f"{town_id}@{key_file}"]
+    legacy = legacy_key_file()
+    if legacy.exists():
+        check_private(legacy)
+        args += ["--vault-id", f"default@{legacy}"]
+    return args

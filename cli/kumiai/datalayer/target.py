@@ -69,8 +69,10 @@ class Target(Protocol):
     def sites_down(self) -> list[str]:
         """Ids of sites whose services (DCS, process manager) are not running for this target."""
 
-    def run_playbook(self, name: str, *, limit: str | None = None, check: bool = False) -> PlaybookResult:
-        """Run playbooks/<name> against this target's derived Ansible inventory."""
+    def run_playbook(
+        self, name: str, *, limit: str | None = None, check: bool = False, towns: Sequence[str] = ()
+    ) -> PlaybookResult:
+        """Run playbooks/<name> against this target's derived Ansible inventory, with the vault keys of `towns`."""
 
     def run_as(self, town_id: str) -> list[str]:
         """Command prefix that runs a program as the OS identity owning the town's data and configs."""

@@ -534,7 +534,7 @@ def rebuild_standby_site(ctx: RunContext) -> str:
     """The town's playbook brings the site back as a standby cluster of the current primary: fenced before its
     Patroni starts (roles/patroni_cluster), which then rewinds its old timeline (pg_rewind) or clones anew."""
     move = move_of(ctx)
-    result = move.target.run_playbook("onboard_town.yml", limit=limit_for([move.town.id]))
+    result = move.target.run_playbook("onboard_town.yml", limit=limit_for([move.town.id]), towns=[move.town.id])
     return f"onboard_town.yml changed={result.changed}"
 
 

@@ -83,7 +83,9 @@ class LabTarget:
         silent = set(etcd_silent(topology))
         return [s.id for s in topology.sites if s.id in silent or not is_running(s)]
 
-    def run_playbook(self, name: str, *, limit: str | None = None, check: bool = False) -> PlaybookResult:
+    def run_playbook(
+        self, name: str, *, limit: str | None = None, check: bool = False, towns: Sequence[str] = ()
+    ) -> PlaybookResult:
         return run_playbook(
             name,
             target_env={
@@ -94,6 +96,7 @@ class LabTarget:
             logs=self.lab_dir / "logs",
             limit=limit,
             check=check,
+            towns=towns,
         )
 
     def run_as(self, town_id: str) -> list[str]:
