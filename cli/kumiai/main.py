@@ -22,6 +22,7 @@ from kumiai.commands import (
     drill,
     failover,
     lab,
+    offboard,
     plan,
     recover,
     runbook,
@@ -80,7 +81,22 @@ def main(
     ctx.obj = AppState(inventory_path=inventory)
 
 
-for module in (town, audit, plan, diff, approve, lab, data, backup, recover, drill, failover, runbook, secrets):
+for module in (
+    town,
+    audit,
+    plan,
+    diff,
+    approve,
+    lab,
+    data,
+    backup,
+    recover,
+    drill,
+    failover,
+    offboard,
+    runbook,
+    secrets,
+):
     module.register(app)
 
 

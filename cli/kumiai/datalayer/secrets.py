@@ -15,6 +15,7 @@ import os
 import secrets
 import stat
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,3 +237,27 @@ def vault_id_args(town_ids: list[str] | tuple[str, ...], keys: Path | None = Non
         check_private(legacy)
         args += ["--vault-id", f"default@{legacy}"]
     return args
+
+
+def shred_town_key(files: Sequence[Path]) -> list[Path]:
+    """Crypto-shredding of a town: destroy every file that carries its backup cipher key (its vault file, the
+    pgBackRest configurations with `repoN-cipher-pass`), so its encrypted backups can no longer be read. Each file
+    is overwritten in place before it is unlinked (on journaling or copy-on-write storage an overwrite is not a
+    guarantee; what makes the backups unreadable is that no copy of the key is left). The files destroyed; none
+    when they are already gone. Copies taken outside kumiai (escrow) stay readable until their holders destroy
+    them."""
+    destroyed = []
+    for path in files:
+        if path.is_symlink():
+            path.unlink()  # the key is where the link points, which is in this list when kumiai wrote it
+            continue
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        with path.open("r+b") as fh:
+            fh.write(secrets.token_bytes(size))
+            fh.flush()
+            os.fsync(fh.fileno())
+        path.unlink()
+        destroyed.append(path)
+    return destroyed

@@ -46,6 +46,10 @@ class ServiceManager(Protocol):
     def states(self, site: str) -> dict[str, str]:
         """Program name -> state (RUNNING, STOPPED, ...) at a site; empty when its manager is down."""
 
+    def remove(self, site: str, programs: Sequence[str]) -> None:
+        """Stop these programs of a site and remove their definitions, so nothing starts them again; programs
+        already gone are skipped."""
+
 
 class Target(Protocol):
     """Where a consortium's data layer runs."""
@@ -76,6 +80,9 @@ class Target(Protocol):
 
     def run_as(self, town_id: str) -> list[str]:
         """Command prefix that runs a program as the OS identity owning the town's data and configs."""
+
+    def release(self, town_id: str) -> None:
+        """Give up the addresses kept for a town that is gone (the lab's slot); nothing when it holds none."""
 
     def scratch(self, town_id: str, site_id: str) -> ScratchLayout:
         """Where a drill of the town restores at a site. A production target answers with its site's drill host (a

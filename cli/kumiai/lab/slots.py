@@ -30,6 +30,12 @@ def _locked(lab_dir: Path) -> Iterator[None]:
         yield
 
 
+def _write(lab_dir: Path, slots: dict[str, int]) -> None:
+    tmp = lab_dir / f"{SLOTS_FILE}.tmp"
+    tmp.write_text(json.dumps(slots, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, lab_dir / SLOTS_FILE)
+
+
 def assign_slots(lab_dir: Path, town_ids: list[str]) -> dict[str, int]:
     """Give each town without a slot the lowest free one; return all slots. Safe for concurrent callers."""
     with _locked(lab_dir):
@@ -37,7 +43,15 @@ def assign_slots(lab_dir: Path, town_ids: list[str]) -> dict[str, int]:
         for tid in town_ids:
             if tid not in slots:
                 slots[tid] = lowest_free_slot(set(slots.values()))
-        tmp = lab_dir / f"{SLOTS_FILE}.tmp"
-        tmp.write_text(json.dumps(slots, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, lab_dir / SLOTS_FILE)
+        _write(lab_dir, slots)
     return slots
+
+
+def release_slot(lab_dir: Path, town_id: str) -> bool:
+    """Free an offboarded town's slot (the next town onboarded may take it); False when it held none."""
+    with _locked(lab_dir):
+        slots = read_slots(lab_dir)
+        if slots.pop(town_id, None) is None:
+            return False
+        _write(lab_dir, slots)
+    return True

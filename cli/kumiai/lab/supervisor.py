@@ -129,6 +129,25 @@ def start_programs(site: SiteLayout, programs: Sequence[str], timeout: float = 6
         time.sleep(0.2)
 
 
+def remove_programs(site: SiteLayout, programs: Sequence[str], timeout: float = 120) -> None:
+    """Stop programs, make supervisord forget them, then delete their files (written by the process_supervisor
+    role), so neither a restart nor a reread brings them back. In this order a run interrupted anywhere leaves
+    either a known program or a file, and the next run removes what is left."""
+    files = [site.supervisor_dir / "programs" / f"{name}.conf" for name in programs]
+    if is_running(site):
+        stop_programs([site], "", timeout, only=set(programs))
+        proxy = _rpc(site)
+        known = {i["group"] for i in _process_infos(proxy)}
+        for name in programs:
+            if name in known:
+                proxy.supervisor.removeProcessGroup(name)
+    elif any(f.exists() for f in files):
+        # Its files would start the programs again with supervisord: remove them only while it can be asked.
+        raise KumiaiError(f"supervisord of {site.id} is not running: cannot stop {', '.join(programs)} there")
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
 class SupervisorServices:
     """The lab's service manager: one supervisord per site (kumiai.datalayer.target.ServiceManager)."""
 
@@ -144,3 +163,6 @@ class SupervisorServices:
 
     def states(self, site: str) -> dict[str, str]:
         return program_states(self._sites[site])
+
+    def remove(self, site: str, programs: Sequence[str]) -> None:
+        remove_programs(self._sites[site], programs)

@@ -15,7 +15,7 @@ from kumiai.datalayer.topology import Topology
 from kumiai.errors import InputError, Problem
 from kumiai.inventory import Inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots
-from kumiai.lab.slots import assign_slots, read_slots
+from kumiai.lab.slots import assign_slots, read_slots, release_slot
 from kumiai.lab.supervisor import SupervisorServices, is_running
 from kumiai.objectstore.lab import RadosgwAdmin
 
@@ -76,6 +76,9 @@ class LabTarget:
     def prepare(self, town_ids: Sequence[str]) -> Topology:
         self.check_capacity(town_ids)
         return build_layout(self.lab_dir, self.inventory, assign_slots(self.lab_dir, list(town_ids)))
+
+    def release(self, town_id: str) -> None:
+        release_slot(self.lab_dir, town_id)
 
     def sites_down(self) -> list[str]:
         """Sites not running from this lab directory (its supervisord, and etcd answering)."""

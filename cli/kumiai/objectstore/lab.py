@@ -126,3 +126,26 @@ class RadosgwAdmin:
             # radosgw-admin repeats the keys in its output: never pass it on.
             raise KumiaiError(f"radosgw-admin could not set up the S3 user {uid} (exit {done.returncode})")
         return True
+
+    def disable_user(self, uid: str) -> bool:
+        done = self._run("user", "info", "--uid", uid)
+        if done.returncode != 0:
+            return False  # no such user: nothing can sign in as it
+        info = json.loads(done.stdout)
+        changed = False
+        if not info.get("suspended"):
+            self._check(self._run("user", "suspend", "--uid", uid), f"suspend the S3 user {uid}")
+            changed = True
+        for key in info.get("keys", []):
+            self._check(
+                self._run("key", "rm", "--uid", uid, "--key-type", "s3", "--access-key", key["access_key"]),
+                f"remove a key of the S3 user {uid}",
+            )
+            changed = True
+        return changed
+
+    @staticmethod
+    def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
+        if done.returncode != 0:
+            # radosgw-admin may repeat keys in its output: never pass it on.
+            raise KumiaiError(f"radosgw-admin could not {what} (exit {done.returncode})")

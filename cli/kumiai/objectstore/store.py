@@ -23,3 +23,7 @@ class StoreAdmin(Protocol):
 
     def ensure_user(self, uid: str, credentials: Credentials) -> bool:
         """Make sure the S3 user `uid` exists and accepts these credentials; True when something changed."""
+
+    def disable_user(self, uid: str) -> bool:
+        """Make the S3 user `uid` refuse every request (suspended, its keys removed); True when something changed,
+        False when it is already disabled or does not exist."""
