@@ -250,6 +250,7 @@ def shred_town_key(files: Sequence[Path]) -> list[Path]:
     for path in files:
         if path.is_symlink():
             path.unlink()  # the key is where the link points, which is in this list when kumiai wrote it
+            destroyed.append(path)
             continue
         if not path.is_file():
             continue
