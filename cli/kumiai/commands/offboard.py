@@ -34,8 +34,12 @@ def offboard(
     ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Offboard a town: stop and remove its clusters at both sites, disable its S3 user, destroy its backup cipher
-    key (its backups become unreadable; locked objects age out), remove it from the inventory; evidence and audit."""
+    """A town leaves: its clusters removed at both sites, its backup key destroyed, its file out of the inventory.
+
+    Stops and removes its programs, directories, scheduled backups and etcd keys at both sites, deletes its posix
+    repo contents, disables its S3 user (locked objects age out), destroys its backup cipher key wherever kumiai
+    holds it (crypto-shredding: its backups become unreadable) and prints the git commands that record the
+    inventory change. Evidence under the evidence directory; the audit trail records it. Re-running is a no-op."""
     target = current_target(ctx)
     inv = target.inventory
     if town_id not in inv.towns:
