@@ -28,13 +28,14 @@ from kumiai.datalayer.offboard import (
     remove_paths,
     remove_programs,
 )
-from kumiai.datalayer.secrets import shred_town_key
+from kumiai.datalayer.secrets import load_town_secrets, shred_town_key
 from kumiai.datalayer.target import Target
 from kumiai.dr.evidence import StepRecord, _h, _html_table, _md_row, _page
 from kumiai.errors import KumiaiError
 from kumiai.inventory import TOWNS_DIR, Inventory
 from kumiai.objectstore.retire import retire_bucket
 from kumiai.objectstore.s3 import town_user
+from kumiai.objectstore.store import Credentials
 from kumiai.ops import Operation
 
 SCHEMA = 1
@@ -329,6 +330,20 @@ def offboard_town(target: Target, town_id: str, op: Operation) -> tuple[Offboard
         for site in order:
             records[site].programs = remove_programs(target.services, by_site[site])
         step.detail = f"{sum(len(r.programs) for r in records.values())} programs removed"
+    buckets = []
+    # The town's own keys read its objects' retention (they are its objects); gone with the vault on a re-run.
+    vault = target.topology().secrets_file(town_id)
+    stored = load_town_secrets(vault) if vault.exists() else None
+    town_keys = Credentials(stored.s3_access_key, stored.s3_secret_key) if stored and stored.s3_access_key else None
+    with op.step("object stores: disable the town's S3 user, let its locked objects age out") as step:
+        for site in order:
+            bucket = by_site[site].bucket
+            admin = target.object_store(site)
+            if bucket is None or admin is None or removal.s3_user is None:
+                continue
+            fate = retire_bucket(target.topology().site(site), admin, bucket, removal.s3_user, town_keys)
+            buckets.append(BucketRecord(**fate.as_dict()))
+        step.detail = f"{len(buckets)} buckets"
     with op.step("crypto-shredding: the town's backup cipher key") as step:
         destroyed = [str(p) for p in shred_town_key(removal.key_files)]
         step.detail = f"{len(destroyed)} files destroyed"
@@ -345,16 +360,6 @@ def offboard_town(target: Target, town_id: str, op: Operation) -> tuple[Offboard
             records[site].directories = remove_paths(by_site[site].directories)
             records[site].posix_repo = remove_paths(by_site[site].posix_repo)
         step.detail = f"{sum(len(r.directories) + len(r.posix_repo) for r in records.values())} removed"
-    buckets = []
-    with op.step("object stores: disable the town's S3 user, let its locked objects age out") as step:
-        for site in order:
-            bucket = by_site[site].bucket
-            admin = target.object_store(site)
-            if bucket is None or admin is None or removal.s3_user is None:
-                continue
-            fate = retire_bucket(target.topology().site(site), admin, bucket, removal.s3_user)
-            buckets.append(BucketRecord(**fate.as_dict()))
-        step.detail = f"{len(buckets)} buckets"
     with op.step("release the town's addresses"):
         target.release(town_id)
     town_file = inventory_file(inv, town_id)

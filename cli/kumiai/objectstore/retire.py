@@ -8,7 +8,7 @@ passed. What is left readable meanwhile is ciphertext whose key is destroyed (cr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import botocore.exceptions
 from kumiai.datalayer.topology import SiteLayout
 from kumiai.errors import KumiaiError
 from kumiai.objectstore.s3 import LIFECYCLE_RULE_ID, client
-from kumiai.objectstore.store import StoreAdmin
+from kumiai.objectstore.store import Credentials, StoreAdmin
 
 
 @dataclass(frozen=True)
@@ -70,47 +70,70 @@ def _retain_until(s3: Any, bucket: str, version: dict[str, Any]) -> datetime | N
     return until if isinstance(until, datetime) else None
 
 
-def retire_bucket(site: SiteLayout, admin: StoreAdmin, bucket: str, town_user: str) -> BucketFate:
-    """Disable the town's user at the site's store, hide the bucket's current objects, read when its locks end."""
+def _retire(s3: Any, site: str, bucket: str, disabled: bool) -> BucketFate:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            return BucketFate(site, bucket, exists=False, user_disabled=disabled)
+        raise
+    now = datetime.now(UTC)
+    versions, _ = _listing(s3, bucket)
+    current = [v for v in versions if v.get("IsLatest")]
+    for v in current:
+        s3.delete_object(Bucket=bucket, Key=v["Key"])  # only adds a delete marker: locked versions stay
+    versions, markers = _listing(s3, bucket)
+    # Each version became noncurrent when a newer version or marker was written: at the latest, at the newest
+    # marker (a run re-done later reads the same moment, not its own).
+    noncurrent_since = max((m["LastModified"] for m in markers), default=now)
+    until = [u for u in (_retain_until(s3, bucket, v) for v in versions) if u is not None]
+    last = max(until, default=None)
+    days = _noncurrent_days(s3, bucket)
+    gone = None
+    if days is not None and versions:
+        gone = max([noncurrent_since + timedelta(days=days), *([last] if last else [])])
+    return BucketFate(
+        site=site,
+        bucket=bucket,
+        exists=True,
+        user_disabled=disabled,
+        versions=len(versions),
+        locked_versions=sum(1 for u in until if u > now),
+        hidden_now=len(current),
+        last_retain_until=last.isoformat() if last else None,
+        noncurrent_days=days,
+        gone_by=gone.isoformat() if gone else None,
+    )
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def retire_bucket(
+    site: SiteLayout, admin: StoreAdmin, bucket: str, town_user: str, town_keys: Credentials | None
+) -> BucketFate:
+    """Hide the bucket's current objects and read when its locks end, then disable the town's S3 user.
+
+    The objects belong to the town's user that wrote them, so it reads their retention (with `town_keys`, from its
+    vault while that exists); the store's owner, who owns the bucket, serves a run repeated after the town's keys
+    are gone: it lists and hides, and reads what retention the store lets it."""
     store = site.object_store
     if store is None:
         raise KumiaiError(f"{site.id} keeps backups in a posix directory, not in an object store")
-    disabled = admin.disable_user(town_user)
-    s3 = client(store, admin.owner())
     try:
-        try:
-            s3.head_bucket(Bucket=bucket)
-        except botocore.exceptions.ClientError:
-            return BucketFate(site.id, bucket, exists=False, user_disabled=disabled)
-        now = datetime.now(UTC)
-        versions, _ = _listing(s3, bucket)
-        current = [v for v in versions if v.get("IsLatest")]
-        for v in current:
-            s3.delete_object(Bucket=bucket, Key=v["Key"])  # only adds a delete marker: locked versions stay
-        versions, markers = _listing(s3, bucket)
-        # Each version became noncurrent when a newer version or marker was written: at the latest, at the newest
-        # marker (a run re-done later reads the same moment, not its own).
-        noncurrent_since = max((m["LastModified"] for m in markers), default=now)
-        until = [u for u in (_retain_until(s3, bucket, v) for v in versions) if u is not None]
-        last = max(until, default=None)
-        days = _noncurrent_days(s3, bucket)
-        gone = None
-        if days is not None and versions:
-            gone = max([noncurrent_since + timedelta(days=days), *([last] if last else [])])
-        return BucketFate(
-            site=site.id,
-            bucket=bucket,
-            exists=True,
-            user_disabled=disabled,
-            versions=len(versions),
-            locked_versions=sum(1 for u in until if u > now),
-            hidden_now=len(current),
-            last_retain_until=last.isoformat() if last else None,
-            noncurrent_days=days,
-            gone_by=gone.isoformat() if gone else None,
-        )
+        fate = None
+        if town_keys is not None:
+            try:
+                fate = _retire(client(store, town_keys), site.id, bucket, False)
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) not in ("InvalidAccessKeyId", "AccessDenied", "UserSuspended", "403"):
+                    raise
+        if fate is None:
+            fate = _retire(client(store, admin.owner()), site.id, bucket, False)
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         raise KumiaiError(f"bucket {bucket} at {site.id}: {error.get('Code')}: {error.get('Message')}") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise KumiaiError(f"bucket {bucket} at {site.id}: {exc}") from None
+    return replace(fate, user_disabled=admin.disable_user(town_user))
