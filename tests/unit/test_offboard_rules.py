@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from cli_helpers import LAB, kumiai_in_process, snapshot
 
 from kumiai.datalayer.offboard import _range, dcs_prefix, removal_plan, remove_paths
@@ -31,26 +32,39 @@ from kumiai.inventory import load_inventory
 from kumiai.lab.layout import build_layout
 from kumiai.lab.slots import assign_slots, read_slots, release_slot
 from kumiai.lab.supervisor import remove_programs
+from support.s3_inventory import s3_lab_inventory
+
+
+def posix_inventory(dst: Path) -> Path:
+    """The lab inventory with posix repos at both sites, whatever inventories/lab holds."""
+    shutil.copytree(LAB, dst)
+    path = dst / "consortium.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for site in data["sites"]:
+        site["object_storage"] = {"type": "posix", "path": f"{site['id']}/backup"}
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return dst
 
 
 def test_the_plan_lists_every_piece_of_the_town_at_both_sites_and_nothing_of_another(tmp_path: Path) -> None:
-    inv = load_inventory(LAB)
-    topology = build_layout(tmp_path, inv, {"nakai": 0, "kiyokawa": 1})
+    inv = load_inventory(posix_inventory(tmp_path / "inv"))
+    lab = tmp_path / "lab"
+    topology = build_layout(lab, inv, {"nakai": 0, "kiyokawa": 1})
     removal = removal_plan(topology, "nakai", ["site-a", "site-b"], "kumiai-town-nakai")
     assert [s.site for s in removal.sites] == ["site-a", "site-b"]
     for s in removal.sites:
         assert s.programs == (f"patroni-nakai-{s.site}-1", f"patroni-nakai-{s.site}-2")
         assert [p.name for p in s.job_files] == [f"nakai-{s.site}-1.json", f"nakai-{s.site}-2.json"]
         assert s.dcs_prefix == f"/kumiai/{s.site}/nakai/"
-        assert s.directories == (tmp_path / s.site / "towns" / "nakai", tmp_path / s.site / "drills" / "nakai")
-        # The lab inventory's repos are posix: the town's stanza directories, not the whole repo.
+        assert s.directories == (lab / s.site / "towns" / "nakai", lab / s.site / "drills" / "nakai")
+        # Posix repos: the town's stanza directories, not the whole repo.
         assert s.posix_repo == (
-            tmp_path / s.site / "backup" / "archive" / "nakai",
-            tmp_path / s.site / "backup" / "backup" / "nakai",
+            lab / s.site / "backup" / "archive" / "nakai",
+            lab / s.site / "backup" / "backup" / "nakai",
         )
         assert s.bucket is None
     assert removal.s3_user is None
-    assert removal.key_files[0] == tmp_path / "secrets" / "nakai.vault.yml"
+    assert removal.key_files[0] == lab / "secrets" / "nakai.vault.yml"
     assert {p.name for p in removal.key_files[1:]} == {"pgbackrest.conf"} and len(removal.key_files) == 5
     assert all("kiyokawa" not in str(p) for p in removal.key_files)
     # Lines for the confirmation name every site and the key.
@@ -58,9 +72,18 @@ def test_the_plan_lists_every_piece_of_the_town_at_both_sites_and_nothing_of_ano
     assert any("crypto-shredding" in line and "nakai.vault.yml" in line for line in lines)
 
 
+def test_s3_repos_are_left_to_age_out_and_the_towns_user_is_disabled(tmp_path: Path) -> None:
+    inv = load_inventory(s3_lab_inventory(tmp_path / "inv"))
+    topology = build_layout(tmp_path / "lab", inv, {"nakai": 0})
+    removal = removal_plan(topology, "nakai", ["site-a", "site-b"], "kumiai-town-nakai")
+    assert [(s.bucket, s.posix_repo) for s in removal.sites] == [("lab-site-a-nakai", ()), ("lab-site-b-nakai", ())]
+    assert removal.s3_user == "kumiai-town-nakai"
+    assert any("disable S3 user kumiai-town-nakai" in line for line in describe(removal, Path("towns/nakai.yaml")))
+
+
 def test_a_town_without_its_slot_still_has_its_site_wide_pieces_removed(tmp_path: Path) -> None:
     """A run interrupted after the slot was released: the members are gone, the keys, repo and vault may not be."""
-    topology = build_layout(tmp_path, load_inventory(LAB), {"kiyokawa": 0})
+    topology = build_layout(tmp_path, load_inventory(posix_inventory(tmp_path / "inv")), {"kiyokawa": 0})
     removal = removal_plan(topology, "nakai", ["site-a", "site-b"], "kumiai-town-nakai")
     assert all(s.programs == () and s.directories == () and s.posix_repo for s in removal.sites)
     assert removal.key_files == (tmp_path / "secrets" / "nakai.vault.yml",)
