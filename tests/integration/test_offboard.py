@@ -171,7 +171,7 @@ def test_offboarding_leaves_no_process_key_or_readable_backup_of_the_town_and_th
     tmp_path.chmod(0o700)
     topology = topology_of(lab)
     gone, kept = topology.towns[GONE], topology.towns[KEPT]
-    keys = load_town_secrets(topology.secrets_file(GONE), lab.vault_key)
+    keys = load_town_secrets(topology.secrets_file(GONE), lab.vault_keys)
 
     # Before: the other town holds a row; the town's repos decrypt with the key kumiai holds, its S3 keys work,
     # its processes run and its keys are in both sites' etcd.

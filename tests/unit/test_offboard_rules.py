@@ -13,7 +13,7 @@ import yaml
 from cli_helpers import LAB, kumiai_in_process, snapshot
 
 from kumiai.datalayer.offboard import _range, dcs_prefix, removal_plan, remove_paths
-from kumiai.datalayer.secrets import shred_town_key
+from kumiai.datalayer.secrets import shred_town_key, town_key_file
 from kumiai.dr.evidence import StepRecord
 from kumiai.dr.offboard import (
     BucketRecord,
@@ -65,7 +65,8 @@ def test_the_plan_lists_every_piece_of_the_town_at_both_sites_and_nothing_of_ano
         assert s.bucket is None
     assert removal.s3_user is None
     assert removal.key_files[0] == lab / "secrets" / "nakai.vault.yml"
-    assert {p.name for p in removal.key_files[1:]} == {"pgbackrest.conf"} and len(removal.key_files) == 5
+    assert removal.key_files[1] == town_key_file("nakai")
+    assert {p.name for p in removal.key_files[2:]} == {"pgbackrest.conf"} and len(removal.key_files) == 6
     assert all("kiyokawa" not in str(p) for p in removal.key_files)
     # Lines for the confirmation name every site and the key.
     lines = describe(removal, LAB / "towns" / "nakai.yaml")
@@ -86,7 +87,7 @@ def test_a_town_without_its_slot_still_has_its_site_wide_pieces_removed(tmp_path
     topology = build_layout(tmp_path, load_inventory(posix_inventory(tmp_path / "inv")), {"kiyokawa": 0})
     removal = removal_plan(topology, "nakai", ["site-a", "site-b"], "kumiai-town-nakai")
     assert all(s.programs == () and s.directories == () and s.posix_repo for s in removal.sites)
-    assert removal.key_files == (tmp_path / "secrets" / "nakai.vault.yml",)
+    assert removal.key_files == (tmp_path / "secrets" / "nakai.vault.yml", town_key_file("nakai"))
 
 
 def test_a_towns_dcs_range_never_reaches_a_town_whose_id_it_prefixes() -> None:

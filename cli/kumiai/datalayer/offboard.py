@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kumiai.datalayer.secrets import town_key_file
 from kumiai.datalayer.target import ServiceManager
 from kumiai.datalayer.topology import SiteLayout, Topology
 from kumiai.errors import KumiaiError
@@ -104,7 +105,8 @@ def removal_plan(topology: Topology, town_id: str, town_sites: list[str], s3_use
     return Removal(
         town=town_id,
         sites=tuple(sites),
-        key_files=(topology.secrets_file(town_id), *configs),
+        # Its vault, the vault's own key (keys escrowed from it stay with their holders), its pgBackRest configs.
+        key_files=(topology.secrets_file(town_id), town_key_file(town_id), *configs),
         s3_user=s3_user if has_store else None,
     )
 
