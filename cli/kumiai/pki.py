@@ -123,8 +123,9 @@ def ensure_cert(
 ) -> CertFiles:
     """A certificate signed by `ca` in `directory` (STEM.crt, STEM.key): for a server (`addresses` in its SAN, each
     both as an IP and as a DNS name: pgBackRest 2.45 matches an address against DNS names only), for a client
-    (`common_name` is the identity PostgreSQL and etcd check), or both. Reissued when forced, when the CA, the common
-    name, the addresses or the usages changed, or when it nears its end."""
+    (`common_name` is the identity PostgreSQL and etcd check), or both; an empty `common_name` gives an empty
+    subject (etcd 3.4's JSON gateway refuses a client certificate that names a user). Reissued when forced, when
+    the CA, the common name, the addresses or the usages changed, or when it nears its end."""
     if not (server or client):
         raise ValueError("a certificate is for a server, a client or both")
     files = CertFiles(directory / f"{stem}.crt", directory / f"{stem}.key")
@@ -145,7 +146,7 @@ def ensure_cert(
     key = _new_key()
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
