@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kumiai.datalayer.etcd import etcd_pki, namespace, tls_dir, town_prefix, town_user
 from kumiai.datalayer.hostvars import town_vars
 from kumiai.datalayer.patroni import desired_config
 from kumiai.datalayer.topology import (
@@ -53,6 +54,7 @@ def build_inventory(
     def add(group: str, host: str) -> None:
         groups.setdefault(group, {"hosts": []})["hosts"].append(host)
 
+    pki = etcd_pki(topology)
     for site in topology.sites:
         hostvars[site.host] = {
             "kumiai_site": site.id,
@@ -64,6 +66,9 @@ def build_inventory(
             "kumiai_etcd_peer_port": ETCD_PEER_PORT,
             "kumiai_etcd_data_dir": str(site.etcd_data_dir),
             "kumiai_etcd_cluster_token": f"kumiai-{inv.consortium.name}-{site.id}",
+            "kumiai_etcd_cert_file": str(pki.site(site.id).cert),
+            "kumiai_etcd_key_file": str(pki.site(site.id).key),
+            "kumiai_etcd_tls_dir": str(tls_dir(site)),
             "kumiai_repo_path": str(site.repo_path),
             "kumiai_backup_jobs_dir": str(site.backup_jobs_dir),
             "kumiai_storage_type": "s3" if site.object_store else "posix",
@@ -96,6 +101,13 @@ def build_inventory(
                 "kumiai_supervisor_dir": str(site.supervisor_dir),
                 "kumiai_backup_jobs_dir": str(site.backup_jobs_dir),
                 "kumiai_etcd_hosts": [site.etcd_endpoint],
+                "kumiai_etcd_address": site.etcd_address,
+                "kumiai_etcd_client_port": ETCD_CLIENT_PORT,
+                "kumiai_etcd_namespace": namespace(site.id),
+                "kumiai_etcd_user": town_user(town.id),
+                "kumiai_etcd_prefix": town_prefix(site.id, town.id),
+                "kumiai_etcd_client_cert": str(pki.town(town.id).cert),
+                "kumiai_etcd_client_key": str(pki.town(town.id).key),
                 "kumiai_site_members": MEMBERS_PER_SITE,
                 "kumiai_primary_addresses": [m.address for m in town.at(town.primary_site)],
                 "kumiai_dr_slot_name": town.dr_slot_name,
@@ -122,6 +134,10 @@ def build_inventory(
             "kumiai_service_manager": service_manager,
             "kumiai_install_packages": install_packages,
             "kumiai_bin_dir": str(bin_dir),
+            # On the controller: the CA every channel is checked against, and etcd's root identity.
+            "kumiai_etcd_ca_file": str(pki.ca_file),
+            "kumiai_etcd_root_cert": str(pki.root.cert),
+            "kumiai_etcd_root_key": str(pki.root.key),
         },
     }
     return {**groups, "_meta": {"hostvars": hostvars}}

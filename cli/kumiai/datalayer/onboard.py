@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from kumiai.datalayer.etcd import ensure_etcd_certificates
 from kumiai.datalayer.secrets import check_town_keys, ensure_town_secrets, load_town_secrets
 from kumiai.datalayer.status import TownStatus, gather_town_status
 from kumiai.datalayer.target import Target
@@ -76,6 +77,8 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         for tid in town_ids:
             ensure_town_secrets(secrets_of.secrets_file(tid))
         topology = target.prepare(town_ids)
+        # The towns' etcd client certificates (the playbook installs them on the members).
+        ensure_etcd_certificates(topology)
     with op.step("object stores: each town's S3 user and locked bucket, the evidence buckets") as step:
         # Before the playbook: its stanza-create writes into the buckets.
         changes = ensure_town_buckets(target, topology, town_ids) + ensure_evidence_buckets(target, topology)

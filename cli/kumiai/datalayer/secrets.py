@@ -42,6 +42,8 @@ class TownSecrets:
     # The town's S3 user at its sites' object stores (kumiai.objectstore); empty in vaults written before them.
     s3_access_key: str = ""
     s3_secret_key: str = ""
+    # The town's etcd user at its sites (kumiai.datalayer.etcd); empty in vaults written before it.
+    etcd_password: str = ""
 
     def __repr__(self) -> str:  # never show a secret by accident (logs, tracebacks)
         return "TownSecrets(<hidden>)"
@@ -53,6 +55,7 @@ class TownSecrets:
             replication_password=secrets.token_urlsafe(24),
             app_password=secrets.token_urlsafe(24),
             backup_cipher_pass=secrets.token_urlsafe(48),
+            etcd_password=secrets.token_urlsafe(24),
             **_s3_keys(),
         )
 
@@ -214,9 +217,12 @@ def ensure_town_secrets(path: Path, keys: Path | None = None) -> TownSecrets:
     if path.exists():
         stored = load_town_secrets(path, keys)
         legacy = vault_id_of(path.read_bytes()) is None
-        if stored.s3_access_key and not legacy:
+        if stored.s3_access_key and stored.etcd_password and not legacy:
             return stored
-        fresh = stored if stored.s3_access_key else TownSecrets(**{**stored.__dict__, **_s3_keys()})
+        s3 = {} if stored.s3_access_key else _s3_keys()
+        fresh = TownSecrets(
+            **{**stored.__dict__, **s3, "etcd_password": stored.etcd_password or secrets.token_urlsafe(24)}
+        )
     else:
         fresh = TownSecrets.generate()
     write_private(path, encrypt_town_secrets(town_id, read_key(key_file), fresh))

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from kumiai import paths
+from kumiai.datalayer.etcd import ensure_etcd_certificates
 from kumiai.datalayer.runner import PlaybookResult
 from kumiai.errors import KumiaiError
 from kumiai.lab.supervisor import is_running, shutdown, stop_programs
-from kumiai.lab.target import LabTarget, etcd_silent
+from kumiai.lab.target import LabTarget, etcd_listening
 from kumiai.objectstore.evidence import save_store
 from kumiai.objectstore.lab import ensure_lab_certificates
 from kumiai.ops import Operation
@@ -40,7 +41,7 @@ def check_lab_dir(lab_dir: Path) -> None:
 def check_addresses_free(target: LabTarget) -> None:
     """Only one lab per set of addresses: they are fixed by the inventory."""
     topology = target.topology()
-    answering = {s.id for s in topology.sites} - set(etcd_silent(topology))
+    answering = set(etcd_listening(topology))
     foreign = [s.id for s in topology.sites if s.id in answering and not is_running(s)]
     if foreign:
         raise KumiaiError(
@@ -56,6 +57,8 @@ def start_sites(target: LabTarget, op: Operation) -> PlaybookResult:
     target.lab_dir.chmod(0o755)
     with op.step("certificates of the sites' object stores"):
         ensure_lab_certificates(target.topology())
+    with op.step("certificates of the sites' etcd members and etcd's root"):
+        ensure_etcd_certificates(target.topology())
     with op.step("both sites: site.yml") as step:
         result = target.run_playbook("site.yml")
         step.detail = f"changed={result.changed}"

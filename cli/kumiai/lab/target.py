@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from kumiai import paths
+from kumiai.datalayer.etcd import etcd_pki
 from kumiai.datalayer.runner import PlaybookResult, run_playbook
 from kumiai.datalayer.target import ScratchLayout
-from kumiai.datalayer.topology import Topology
+from kumiai.datalayer.topology import ETCD_CLIENT_PORT, Topology
 from kumiai.errors import InputError, Problem
 from kumiai.inventory import Inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots
@@ -21,16 +24,37 @@ from kumiai.objectstore.lab import RadosgwAdmin
 
 
 def etcd_silent(topology: Topology) -> list[str]:
-    """Ids of sites whose etcd does not answer."""
+    """Ids of sites whose etcd does not report itself healthy to kumiai (over TLS, as root: etcd refuses a client
+    without a certificate from the lab's CA)."""
+    pki = etcd_pki(topology)
+    context: ssl.SSLContext | None = None
+    if pki.ca_file.exists() and pki.root.key.exists():
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        context.load_cert_chain(str(pki.root.cert), str(pki.root.key))
     down = []
     for site in topology.sites:
+        if context is None:  # no certificates yet: no etcd of this lab can be running
+            down.append(site.id)
+            continue
         try:
-            with urllib.request.urlopen(f"http://{site.etcd_endpoint}/health", timeout=2) as resp:
+            with urllib.request.urlopen(f"https://{site.etcd_endpoint}/health", timeout=2, context=context) as resp:
                 if b"true" not in resp.read():
                     down.append(site.id)
         except (OSError, urllib.error.URLError):
             down.append(site.id)
     return down
+
+
+def etcd_listening(topology: Topology) -> list[str]:
+    """Ids of sites where something accepts connections at the etcd client address (whichever lab runs it)."""
+    busy = []
+    for site in topology.sites:
+        try:
+            with socket.create_connection((site.etcd_address, ETCD_CLIENT_PORT), timeout=1):
+                busy.append(site.id)
+        except OSError:
+            pass
+    return busy
 
 
 # The lab runs every town's processes as this OS user (one identity per town is issue-tracked work).

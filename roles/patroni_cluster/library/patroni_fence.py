@@ -25,9 +25,24 @@ description:
     The rewrite is a compare-and-swap on the key's revision, so members of one site can run it together.
 options:
   etcd_url:
-    description: Base URL of the site's etcd (its v3 JSON gateway), e.g. http://127.0.1.1:2379.
+    description: Base URL of the site's etcd (its v3 JSON gateway), e.g. https://127.0.1.1:2379.
     type: str
     required: true
+  ca_path:
+    description: CA certificate etcd's certificate is checked against (https).
+    type: path
+  client_cert:
+    description: Client certificate presented to etcd (it refuses connections without one).
+    type: path
+  client_key:
+    description: Its private key.
+    type: path
+  username:
+    description: etcd user (the town's, whose role reaches the key); etcd's JSON gateway authenticates by password.
+    type: str
+  password:
+    description: Its password.
+    type: str
   key:
     description: The cluster's configuration key, Patroni's namespace + scope + C(/config).
     type: str
@@ -64,23 +79,42 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _post(module: AnsibleModule, url: str, body: dict) -> dict | None:
+def _post(module: AnsibleModule, url: str, body: dict, token: str | None = None) -> dict | None:
     resp, info = fetch_url(
         module,
         url,
         data=json.dumps(body),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})},
         timeout=module.params["timeout"],
+        ca_path=module.params["ca_path"],
     )
     if info["status"] != 200:
-        module.fail_json(msg=f"POST {url}: {info.get('msg')} (status {info['status']})")
+        module.fail_json(msg=f"POST {url}: {_error(info)} (status {info['status']})")
     return json.loads(resp.read() or b"{}")
+
+
+def _error(info: dict) -> str:
+    """etcd's own reason (e.g. permission denied) when it gave one, else the transport's."""
+    try:
+        return json.loads(info.get("body") or b"{}").get("error") or info.get("msg")
+    except (ValueError, AttributeError):
+        return info.get("msg")
+
+
+def _etcd(module: AnsibleModule, api: str, body: dict) -> dict | None:
+    """A call to etcd's v3 JSON gateway, authenticated as the given user when there is one."""
+    base = module.params["etcd_url"].rstrip("/")
+    token = None
+    if module.params["username"]:
+        auth = {"name": module.params["username"], "password": module.params["password"] or ""}
+        token = (_post(module, base + "/v3/auth/authenticate", auth) or {}).get("token")
+    return _post(module, base + api, body, token)
 
 
 def _read(module: AnsibleModule) -> tuple[dict | None, str]:
     """The configuration in the site's DCS (None: none) and the key's revision."""
-    data = _post(module, module.params["etcd_url"].rstrip("/") + "/v3/kv/range", {"key": _b64(module.params["key"])})
+    data = _etcd(module, "/v3/kv/range", {"key": _b64(module.params["key"])})
     kvs = (data or {}).get("kvs") or []
     if not kvs:
         return None, "0"
@@ -109,6 +143,11 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "etcd_url": {"type": "str", "required": True},
+            "ca_path": {"type": "path"},
+            "client_cert": {"type": "path"},
+            "client_key": {"type": "path"},
+            "username": {"type": "str"},
+            "password": {"type": "str", "no_log": True},
             "key": {"type": "str", "required": True},
             "standby_cluster": {"type": "dict", "required": True},
             "member_url": {"type": "str", "required": True},
@@ -138,7 +177,7 @@ def main() -> None:
             "compare": [{"key": key, "target": "MOD", "mod_revision": revision}],
             "success": [{"request_put": {"key": key, "value": _b64(json.dumps(fenced, separators=(",", ":")))}}],
         }
-        result = _post(module, module.params["etcd_url"].rstrip("/") + "/v3/kv/txn", txn)
+        result = _etcd(module, "/v3/kv/txn", txn)
         if not (result or {}).get("succeeded"):
             # Another member of this site fenced it first, or something else changed it: look again.
             config, _revision = _read(module)
