@@ -43,6 +43,7 @@ class World:
     primary_members: list[dict[str, str]] = field(default_factory=list)
     writes: int = 0
     change_before_txn: bool = False
+    password: str | None = None  # set: the stand-in etcd has authentication on, one user "town"
 
 
 def _handler(world: World) -> type[BaseHTTPRequestHandler]:
@@ -68,6 +69,15 @@ def _handler(world: World) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/v3/auth/authenticate":
+                if world.password is not None and (body["name"], body["password"]) == ("town", world.password):
+                    self._send(200, {"token": "token-1"})
+                else:
+                    self._send(400, {"error": "etcdserver: authentication failed, invalid user ID or password"})
+                return
+            if world.password is not None and self.headers.get("Authorization") != "token-1":
+                self._send(400, {"error": "etcdserver: user name is empty"})
+                return
             assert base64.b64decode(body.get("key", body.get("compare", [{}])[0].get("key", ""))).decode() == KEY
             if self.path == "/v3/kv/range":
                 if world.config is None:
@@ -105,8 +115,9 @@ def world() -> Iterator[tuple[World, str]]:
         server.shutdown()
 
 
-def fence(base: str, tmp_path: Path, *, check_mode: bool = False) -> dict[str, Any]:
+def fence(base: str, tmp_path: Path, *, check_mode: bool = False, **extra: Any) -> dict[str, Any]:
     args = {
+        **extra,
         "etcd_url": base,
         "key": KEY,
         "standby_cluster": STANDBY,
@@ -181,4 +192,15 @@ def test_a_member_of_the_same_site_fencing_first_is_not_overwritten(world, tmp_p
         "standby",
         0,
     )
+    assert state.config is not None and state.config["standby_cluster"] == STANDBY
+
+
+def test_the_fence_authenticates_as_the_towns_etcd_user(world, tmp_path: Path) -> None:
+    state, base = world
+    state.config, state.primary_members, state.password = dict(PRIMARY_CONFIG), [LEADER], "right"
+    refused = fence(base, tmp_path, username="town", password="wrong")
+    assert refused.get("failed") and "authentication failed" in refused["msg"], refused
+    assert "wrong" not in json.dumps(refused) and state.writes == 0
+    result = fence(base, tmp_path, username="town", password="right")
+    assert (result.get("failed", False), result["changed"], result["state"]) == (False, True, "fenced")
     assert state.config is not None and state.config["standby_cluster"] == STANDBY
