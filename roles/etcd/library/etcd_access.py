@@ -82,8 +82,8 @@ class Etcdctl:
             f"--cacert={p['ca_file']}",
             f"--cert={p['cert_file']}",
             f"--key={p['key_file']}",
-            "--dial-timeout=5s",
-            "--command-timeout=10s",
+            "--dial-timeout=10s",
+            "--command-timeout=30s",
         ]
 
     def run(self, *args: str, stdin: str | None = None, user: str | None = None) -> tuple[int, str, str]:
