@@ -87,7 +87,7 @@ def etcd(lab: Lab) -> dict[str, Any]:
         "url": f"https://{topology.site(SITE).etcd_endpoint}",
         "log": topology.site(SITE).supervisor_dir / "log" / f"etcd-{topology.site(SITE).etcd_name}.log",
         "password": {
-            t: load_town_secrets(topology.secrets_file(t), lab.vault_key).etcd_password for t in (TOWN, OTHER)
+            t: load_town_secrets(topology.secrets_file(t), lab.vault_keys).etcd_password for t in (TOWN, OTHER)
         },
     }
 
