@@ -19,6 +19,7 @@ import botocore.exceptions
 import pytest
 from conftest import ROOT, Lab, build_lab, networks
 
+from kumiai.datalayer.etcd import etcd_pki
 from kumiai.datalayer.offboard import dcs_keys, dcs_prefix
 from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
 from kumiai.datalayer.topology import Topology, TownLayout
@@ -194,7 +195,7 @@ def test_offboarding_leaves_no_process_key_or_readable_backup_of_the_town_and_th
     running = processes_of(lab, topology, gone)
     assert running["pids"] and sum(len(p) for p in running["programs"].values()) == 4, running
     for site in gone.sites:
-        assert dcs_keys(topology.site(site).etcd_endpoint, dcs_prefix(site, GONE)), site
+        assert dcs_keys(etcd_pki(topology), topology.site(site).etcd_endpoint, dcs_prefix(site, GONE)), site
     locked_before = versions(topology, gone)
     assert all(locked_before.values()), locked_before
 
@@ -214,8 +215,10 @@ def test_offboarding_leaves_no_process_key_or_readable_backup_of_the_town_and_th
     # No process, program, etcd key, directory, vault file or copy of the cipher key of the town is left.
     assert processes_of(lab, topology, gone) == {"programs": {}, "pids": []}
     for site in gone.sites:
-        assert dcs_keys(topology.site(site).etcd_endpoint, dcs_prefix(site, GONE)) == [], site
-        assert dcs_keys(topology.site(site).etcd_endpoint, dcs_prefix(site, KEPT)), site  # the other's are kept
+        assert dcs_keys(etcd_pki(topology), topology.site(site).etcd_endpoint, dcs_prefix(site, GONE)) == [], site
+        assert dcs_keys(etcd_pki(topology), topology.site(site).etcd_endpoint, dcs_prefix(site, KEPT)), (
+            site
+        )  # the other's are kept
         assert not (topology.site(site).dir / "towns" / GONE).exists()
         assert not list(topology.site(site).backup_jobs_dir.glob(f"{GONE}-*"))
     assert not topology.secrets_file(GONE).exists()

@@ -3,7 +3,6 @@ read it, and the command's refusal without --yes (the lab test, tests/integratio
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,8 @@ import pytest
 import yaml
 from cli_helpers import LAB, kumiai_in_process, snapshot
 
-from kumiai.datalayer.offboard import _range, dcs_prefix, removal_plan, remove_paths
+from kumiai.datalayer.etcd import range_end
+from kumiai.datalayer.offboard import dcs_prefix, removal_plan, remove_paths
 from kumiai.datalayer.secrets import shred_town_key, town_key_file
 from kumiai.dr.evidence import StepRecord
 from kumiai.dr.offboard import (
@@ -91,8 +91,8 @@ def test_a_town_without_its_slot_still_has_its_site_wide_pieces_removed(tmp_path
 
 
 def test_a_towns_dcs_range_never_reaches_a_town_whose_id_it_prefixes() -> None:
-    rng = _range(dcs_prefix("site-a", "naka"))
-    start, end = (base64.b64decode(rng[k]).decode() for k in ("key", "range_end"))
+    start = dcs_prefix("site-a", "naka")
+    end = range_end(start)
     assert (start, end) == ("/kumiai/site-a/naka/", "/kumiai/site-a/naka0")
     assert not start <= "/kumiai/site-a/nakai/leader" < end
     assert start <= "/kumiai/site-a/naka/leader" < end

@@ -8,27 +8,22 @@ it removes what is left and reports what it removed, nothing when nothing is lef
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
-import urllib.error
-import urllib.request
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kumiai.datalayer.etcd import EtcdPki, town_prefix, town_user
 from kumiai.datalayer.secrets import town_key_file
 from kumiai.datalayer.target import ServiceManager
 from kumiai.datalayer.topology import SiteLayout, Topology
 from kumiai.errors import KumiaiError
 
-# Patroni's namespace per site (playbooks/vars/town_member.yml: patroni_cluster_namespace); the scope is the town id.
-DCS_NAMESPACE = "/kumiai/"
-
 
 def dcs_prefix(site_id: str, town_id: str) -> str:
-    """The town's keys in a site's etcd. The trailing slash keeps town `naka` from reaching town `nakai`'s keys."""
-    return f"{DCS_NAMESPACE}{site_id}/{town_id}/"
+    """The town's keys in a site's etcd (the prefix its etcd role reaches; see kumiai.datalayer.etcd)."""
+    return town_prefix(site_id, town_id)
 
 
 @dataclass(frozen=True)
@@ -129,36 +124,56 @@ def remove_programs(services: ServiceManager, site: SiteRemoval) -> list[str]:
     return present
 
 
-def _etcd(endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(
-        f"http://{endpoint}/v3/kv/{path}",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
+ETCDCTL = "/usr/bin/etcdctl"
+
+
+def _etcdctl(pki: EtcdPki, endpoint: str, *args: str) -> str:
+    """etcdctl (v3, gRPC) at `endpoint` as etcd's root: the controller's client certificate with CN=root (etcd's
+    JSON gateway refuses certificates that name a user, so this goes over gRPC)."""
+    cmd = [
+        ETCDCTL,
+        f"--endpoints=https://{endpoint}",
+        f"--cacert={pki.ca_file}",
+        f"--cert={pki.root.cert}",
+        f"--key={pki.root.key}",
+        "--dial-timeout=5s",
+        "--command-timeout=20s",
+        *args,
+    ]
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return dict(json.loads(resp.read() or b"{}"))
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+        done = subprocess.run(
+            cmd, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise KumiaiError(f"etcd at {endpoint} did not answer ({exc}); the town's keys there are not removed") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise KumiaiError(f"etcdctl {args[0]} at {endpoint} failed: {last}")
+    return done.stdout
 
 
-def _range(prefix: str) -> dict[str, str]:
-    raw = prefix.encode()
-    end = raw[:-1] + bytes([raw[-1] + 1])
-    return {"key": base64.b64encode(raw).decode(), "range_end": base64.b64encode(end).decode()}
+def dcs_keys(pki: EtcdPki, endpoint: str, prefix: str) -> list[str]:
+    """Keys under `prefix` in the etcd at `endpoint`."""
+    out = _etcdctl(pki, endpoint, "get", "--prefix", "--keys-only", prefix)
+    return sorted(line for line in out.splitlines() if line)
 
 
-def dcs_keys(endpoint: str, prefix: str) -> list[str]:
-    """Keys under `prefix` in the etcd at `endpoint` (v3 JSON gateway)."""
-    data = _etcd(endpoint, "range", {**_range(prefix), "keys_only": True})
-    return sorted(base64.b64decode(kv["key"]).decode() for kv in data.get("kvs", []))
-
-
-def remove_dcs_keys(site: SiteRemoval) -> int:
+def remove_dcs_keys(pki: EtcdPki, site: SiteRemoval) -> int:
     """Delete the town's keys in the site's etcd (after its Patroni stopped, else Patroni writes them again)."""
-    data = _etcd(site.etcd_endpoint, "deleterange", _range(site.dcs_prefix))
-    return int(data.get("deleted", 0))
+    out = _etcdctl(pki, site.etcd_endpoint, "del", "--prefix", site.dcs_prefix)
+    return int(out.strip() or 0)
+
+
+def remove_etcd_identity(pki: EtcdPki, site: SiteRemoval, town_id: str) -> list[str]:
+    """The town's etcd user and role at the site (kumiai.datalayer.etcd.town_user), when they exist."""
+    name = town_user(town_id)
+    removed = []
+    for kind in ("user", "role"):
+        listed = _etcdctl(pki, site.etcd_endpoint, kind, "list").split()
+        if name in listed:
+            _etcdctl(pki, site.etcd_endpoint, kind, "delete", name)
+            removed.append(f"{kind} {name}")
+    return removed
 
 
 def remove_paths(paths: tuple[Path, ...]) -> list[str]:

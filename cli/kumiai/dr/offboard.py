@@ -18,12 +18,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from kumiai import __version__, paths
+from kumiai.datalayer.etcd import etcd_pki
 from kumiai.datalayer.hostvars import town_sites
 from kumiai.datalayer.offboard import (
     Removal,
     dcs_keys,
     removal_plan,
     remove_dcs_keys,
+    remove_etcd_identity,
     remove_job_files,
     remove_paths,
     remove_programs,
@@ -347,10 +349,12 @@ def offboard_town(target: Target, town_id: str, op: Operation) -> tuple[Offboard
     with op.step("crypto-shredding: the town's backup cipher key") as step:
         destroyed = [str(p) for p in shred_town_key(removal.key_files)]
         step.detail = f"{len(destroyed)} files destroyed"
-    with op.step("DCS keys at each site") as step:
+    with op.step("DCS keys, the town's etcd user and role at each site") as step:
+        pki = etcd_pki(target.topology())
         for site in order:
-            records[site].dcs_keys_deleted = remove_dcs_keys(by_site[site])
-            records[site].dcs_keys_left = len(dcs_keys(by_site[site].etcd_endpoint, by_site[site].dcs_prefix))
+            records[site].dcs_keys_deleted = remove_dcs_keys(pki, by_site[site])
+            records[site].dcs_keys_left = len(dcs_keys(pki, by_site[site].etcd_endpoint, by_site[site].dcs_prefix))
+            remove_etcd_identity(pki, by_site[site], town_id)
         left = {s: r.dcs_keys_left for s, r in records.items() if r.dcs_keys_left}
         step.detail = f"{sum(r.dcs_keys_deleted for r in records.values())} keys deleted"
         if left:
