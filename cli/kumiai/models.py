@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -481,4 +482,36 @@ TIER_LIMITS: dict[Tier, dict[str, dict[str, str]]] = {
         "defaultRequest": {"cpu": "250m", "memory": "512Mi"},
         "max": {"cpu": "8", "memory": "16Gi"},
     },
+}
+
+
+@dataclass(frozen=True)
+class WalBudget:
+    """How much WAL a town's primary may keep for its DR site, in MiB.
+
+    - max_slot_wal_keep_size: WAL the DR slot may hold back; beyond it PostgreSQL invalidates the slot at the next
+      checkpoint (the DR standby then needs a re-clone) instead of filling the disk.
+    - archive_push_queue_max: WAL waiting for pgBackRest to archive it (a repo unreachable); beyond it pgBackRest
+      reports the waiting WAL as archived and drops it (a gap in the archive that `backup verify` shows).
+    - max_wal_size: WAL between checkpoints (PostgreSQL's soft limit).
+    """
+
+    max_slot_wal_keep_size: int
+    archive_push_queue_max: int
+    max_wal_size: int
+
+    @property
+    def pg_wal_bound(self) -> int:
+        """The most pg_wal holds with the DR site or a repo unreachable: whatever is held back for the slot or the
+        archive (they count back from the same newest WAL), plus up to two checkpoints' distance (the one being
+        written while the previous one's segments wait to be removed, and the segments recycled ahead)."""
+        return max(self.max_slot_wal_keep_size, self.archive_push_queue_max) + 2 * self.max_wal_size
+
+
+# Sized against each tier's storage (TIER_QUOTAS requests.storage): the WAL held for the DR site stays a small part
+# of the disk. A small town's database re-clones in minutes, so it loses its slot sooner than a large one.
+TIER_WAL: dict[Tier, WalBudget] = {
+    Tier.s: WalBudget(max_slot_wal_keep_size=512, archive_push_queue_max=512, max_wal_size=512),
+    Tier.m: WalBudget(max_slot_wal_keep_size=4096, archive_push_queue_max=4096, max_wal_size=1024),
+    Tier.l: WalBudget(max_slot_wal_keep_size=16384, archive_push_queue_max=16384, max_wal_size=2048),
 }

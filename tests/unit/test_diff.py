@@ -160,7 +160,12 @@ def test_exactly_the_three_changes_and_nothing_else(changes: dict[str, Any]) -> 
     assert set(towns) == {"kiyokawa", "matsuda", "nakai"}  # manazuru did not change
 
     nakai = towns["nakai"]
-    assert [(c["path"], c["old"], c["new"]) for c in nakai["datalayer"]] == [("kumiai_tier", "s", "m")]
+    # The tier carries the WAL kept for the DR site with it.
+    assert [(c["path"], c["old"], c["new"]) for c in nakai["datalayer"]] == [
+        ("kumiai_archive_push_queue_max_mb", 512, 4096),
+        ("kumiai_max_slot_wal_keep_size_mb", 512, 4096),
+        ("kumiai_tier", "s", "m"),
+    ]
     assert [s["site"] for s in nakai["stacks"]] == ["site-a", "site-b"]
     for stack in nakai["stacks"]:
         assert _objects(stack, CHANGE) == {

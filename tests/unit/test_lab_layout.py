@@ -15,7 +15,7 @@ from kumiai.errors import KumiaiError
 from kumiai.inventory import Inventory, load_inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots, member_address
 from kumiai.lab.slots import assign_slots, read_slots
-from kumiai.models import Placement
+from kumiai.models import Placement, Tier
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "inventories" / "lab"
@@ -150,10 +150,14 @@ def test_repos_are_numbered_by_site_and_a_failover_keeps_the_numbers(tmp_path: P
 def test_cluster_settings_follow_the_placement(tmp_path: Path) -> None:
     inv = load_inventory(LAB)
     town = build_layout(tmp_path, inv, {"nakai": 0}).towns["nakai"]
+    # nakai is a tier s town: 512 MB of WAL kept for the DR slot at most, checkpoints every 512 MB.
+    wal = {"parameters": {"max_slot_wal_keep_size": "512MB", "max_wal_size": "512MB"}}
     assert desired_config(town, "site-a") == {
         "standby_cluster": None,
         "synchronous_mode": True,
         "slots": {"kumiai_dr_site_b": {"type": "physical"}},
+        "ignore_slots": [{"name": "kumiai_dr_site_b", "type": "physical"}],
+        "postgresql": wal,
     }
     assert desired_config(town, "site-b") == {
         "standby_cluster": {
@@ -164,6 +168,8 @@ def test_cluster_settings_follow_the_placement(tmp_path: Path) -> None:
         },
         "synchronous_mode": False,
         "slots": None,
+        "ignore_slots": None,
+        "postgresql": wal,
     }
     swapped = build_layout(tmp_path, _failed_over(inv, "nakai"), {"nakai": 0}).towns["nakai"]
     assert desired_config(swapped, "site-b")["slots"] == {"kumiai_dr_site_a": {"type": "physical"}}
@@ -179,6 +185,35 @@ def test_config_differs_names_only_what_must_change() -> None:
     assert config_differs({"synchronous_mode": False}, desired) == ["slots", "synchronous_mode"]
     # An absent key, false and null are one thing to Patroni.
     assert config_differs({}, {"synchronous_mode": False, "slots": None}) == []
+
+
+def test_config_differs_compares_mappings_key_by_key() -> None:
+    # PATCH merges mappings: parameters the cluster has besides the desired ones are no difference, a wrong or
+    # missing one is.
+    desired = {"postgresql": {"parameters": {"max_slot_wal_keep_size": "512MB"}}}
+    running = {
+        "postgresql": {"use_slots": True, "parameters": {"max_slot_wal_keep_size": "512MB", "wal_level": "replica"}}
+    }
+    assert config_differs(running, desired) == []
+    assert config_differs({"postgresql": {"parameters": {"max_slot_wal_keep_size": "4096MB"}}}, desired) == [
+        "postgresql"
+    ]
+    assert config_differs({"postgresql": {"use_slots": True}}, desired) == ["postgresql"]
+    assert config_differs({}, desired) == ["postgresql"]
+
+
+def test_the_wal_bound_follows_the_towns_tier(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    nakai = inv.towns["nakai"]
+    for tier, keep, wal_size in (
+        (Tier.s, "512MB", "512MB"),
+        (Tier.m, "4096MB", "1024MB"),
+        (Tier.l, "16384MB", "2048MB"),
+    ):
+        town = dataclasses.replace(inv, towns={**inv.towns, "nakai": nakai.model_copy(update={"tier": tier})})
+        layout = build_layout(tmp_path, town, {"nakai": 0}).towns["nakai"]
+        parameters = desired_config(layout, "site-a")["postgresql"]["parameters"]
+        assert parameters == {"max_slot_wal_keep_size": keep, "max_wal_size": wal_size}
 
 
 def test_the_ansible_inventory_follows_a_failover(tmp_path: Path) -> None:

@@ -52,6 +52,13 @@ def print_statuses(statuses: list[TownStatus]) -> None:
                 out.print(f"    {m.name:28} {m.host:12} {m.role:15} {m.state}{lag}")
         lag = f"{st.dr_lag.bytes} B, {st.dr_lag.seconds:.3f} s" if st.dr_lag else "unknown"
         out.print(f"  replication lag to {st.dr.site}: {lag}")
+        if st.dr_slot is not None:
+            slot = st.dr_slot
+            use = ", active" if slot.active else ", inactive"
+            state = f"{slot.wal_status or '-'}{use}" if slot.exists else "missing"
+            out.print(f"  DR slot {slot.name}: {state}")
+        if st.dr_reclone:
+            out.print(f"  [red]DR standby needs a re-clone:[/] {escape(st.dr_reclone)} (kumiai onboard {st.town})")
         for n, b in st.backups.items():
             text = f"{b.label} ({b.type}, finished {b.stopped})" if b else "[red]none[/]"
             out.print(f"  last backup repo{n}: {text}")
@@ -76,7 +83,8 @@ def onboard(
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan; change nothing.")] = False,
 ) -> None:
-    """Onboard a town at both sites: cluster, DR standby, backups; then print its endpoints."""
+    """Onboard a town at both sites: cluster, DR standby, backups; then print its endpoints. Re-run on an onboarded
+    town it converges it, and re-clones its DR standby when the DR slot was invalidated (see `kumiai status`)."""
     target = current_target(ctx)
     ids = list(dict.fromkeys(town_ids))
     check_towns(target.inventory, ids)
@@ -114,9 +122,9 @@ def status(
     town: Annotated[str | None, typer.Option("--town", help="Only this town.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Per town and site: leader, members, DR replication lag (bytes, seconds), last backup per repo; and each
-    missed target: cross-site lag over the town's rpo_seconds, a backup older than its schedule allows, no
-    healthy leader."""
+    """Per town and site: leader, members, DR replication lag (bytes, seconds), the DR slot, last backup per repo;
+    and each missed target: cross-site lag over the town's rpo_seconds, a backup older than its schedule allows, no
+    healthy leader, a DR standby that needs a re-clone (its slot invalidated: `kumiai onboard ID` re-clones it)."""
     target = current_target(ctx)
     topology = onboarded(target, [town] if town else [])
     ids = [town] if town else list(topology.towns)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kumiai.inventory import Inventory
-from kumiai.models import Site, Town
+from kumiai.models import TIER_WAL, Site, Town
 
 
 def repo_number(inv: Inventory, site_id: str) -> int:
@@ -46,4 +46,7 @@ def town_vars(inv: Inventory, town: Town) -> dict[str, Any]:
         "kumiai_rto_seconds": p.rto_seconds,
         "kumiai_immutable_days": p.immutable_days,
         "kumiai_tier": town.tier.value,
+        # WAL kept for the DR site at most (MiB): the slot's limit, and the archive queue's.
+        "kumiai_max_slot_wal_keep_size_mb": TIER_WAL[town.tier].max_slot_wal_keep_size,
+        "kumiai_archive_push_queue_max_mb": TIER_WAL[town.tier].archive_push_queue_max,
     }

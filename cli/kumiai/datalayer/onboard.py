@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
 from kumiai.datalayer.etcd import ensure_etcd_certificates
-from kumiai.datalayer.secrets import check_town_keys, ensure_town_secrets, load_town_secrets
-from kumiai.datalayer.status import TownStatus, gather_town_status
+from kumiai.datalayer.patroni import cluster_view
+from kumiai.datalayer.secrets import TownSecrets, check_town_keys, ensure_town_secrets, load_town_secrets
+from kumiai.datalayer.sql import connect
+from kumiai.datalayer.status import TownStatus, gather_town_status, parse_cluster
 from kumiai.datalayer.target import Target
-from kumiai.datalayer.topology import Topology, group_name
+from kumiai.datalayer.topology import PG_PORT, MemberLayout, Topology, TownLayout, group_name
 from kumiai.errors import InputError, KumiaiError
 from kumiai.inventory import Inventory
 from kumiai.objectstore.provision import ensure_evidence_buckets, ensure_town_buckets
@@ -63,6 +67,61 @@ def wait_healthy(
         time.sleep(0.5)
 
 
+def reclone_dr_standby(target: Target, town: TownLayout, secrets: TownSecrets) -> None:
+    """Make the town's DR standby cluster bootstrap anew; the playbook then starts it, and its first member clones the
+    primary site by base backup. Each step can be repeated, so an interrupted re-clone converges when re-run:
+    stop the site's members, remove their cluster from the site's DCS (Patroni then bootstraps a new standby leader
+    instead of waiting for the old one), remove their data directories, and only then drop the invalidated slot at
+    the primary (Patroni creates it anew, reserving WAL from now on): until that last step the slot says why."""
+    members = town.at(town.dr_site)
+    target.services.stop(town.dr_site, [m.program for m in members])
+    forget_cluster(members[0], town.id)
+    for m in members:
+        done = subprocess.run(
+            [*target.run_as(town.id), "/bin/rm", "-rf", "--", str(m.data_dir)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise KumiaiError(f"could not remove the data directory of {m.name}: {done.stderr.strip()}")
+    leader = primary_leader(town)
+    if leader is None:
+        raise KumiaiError(f"{town.id} has no leader at {town.primary_site}: its DR slot cannot be renewed")
+    with connect(leader.address, PG_PORT, secrets, app="kumiai-onboard") as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE slot_name = %s AND wal_status = 'lost'",
+            (town.dr_slot_name,),
+        )
+    conn.close()
+
+
+# Patroni's own DCS client, with the member's configuration (endpoints, credentials, the cluster's scope): what
+# `patronictl remove` does once its prompts are answered, without the prompts.
+FORGET_CLUSTER = """
+import sys
+from patroni.config import Config
+from patroni.dcs import get_dcs
+get_dcs(Config(sys.argv[1])).delete_cluster()
+"""
+
+
+def forget_cluster(member: MemberLayout, scope: str) -> None:
+    """Remove a stopped cluster's keys from its site's DCS, so its next member bootstraps it anew."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORGET_CLUSTER, str(member.patroni_config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KumiaiError(f"could not remove {scope} at {member.site} from its DCS: {reason}")
+
+
+def primary_leader(town: TownLayout) -> MemberLayout | None:
+    view = parse_cluster(town.primary_site, "primary", cluster_view(town.at(town.primary_site)))
+    return next((m for m in town.at(town.primary_site) if m.name == view.leader), None)
+
+
 def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> list[TownStatus]:
     """Credentials, addresses, onboard_town.yml for both sites, then check: DR streaming, backups in every repo."""
     check_towns(target.inventory, town_ids)
@@ -83,6 +142,13 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         # Before the playbook: its stanza-create writes into the buckets.
         changes = ensure_town_buckets(target, topology, town_ids) + ensure_evidence_buckets(target, topology)
         step.detail = f"{len(changes)} changes"
+    for tid in town_ids:
+        status = town_status(target, topology, tid) if tid in secrets_of.towns else None
+        if status is not None and status.dr_reclone:
+            town = topology.towns[tid]
+            with op.step(f"{tid}: re-clone the DR standby at {town.dr_site}") as step:
+                step.detail = status.dr_reclone
+                reclone_dr_standby(target, town, load_town_secrets(topology.secrets_file(tid)))
     with op.step("both sites: onboard_town.yml") as step:
         result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids), towns=town_ids)
         step.detail = f"changed={result.changed}"

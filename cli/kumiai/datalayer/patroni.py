@@ -64,12 +64,19 @@ def desired_config(town: TownLayout, site_id: str) -> dict[str, Any]:
     The primary site's cluster runs synchronous mode inside the site and keeps a permanent slot for the DR site's
     standby cluster; the DR site's cluster is a standby cluster streaming from the primary site's members through
     that slot. Nulls remove a key, so the same patch turns one role into the other.
+
+    Both sites bound the WAL kept for the other by the town's tier (`wal_parameters`): a cluster keeps them across
+    a failover, and a standby cluster keeps them when it becomes the primary one.
     """
     if site_id == town.primary_site:
         return {
             "standby_cluster": None,
             "synchronous_mode": True,
             "slots": {slot_name(town.dr_site): {"type": "physical"}},
+            # Patroni drops a slot that PostgreSQL invalidated (and creates it anew at once), which would erase the
+            # evidence that the DR standby lost its WAL: kumiai keeps it (status reports it) until onboard re-clones.
+            "ignore_slots": [{"name": slot_name(town.dr_site), "type": "physical"}],
+            "postgresql": {"parameters": wal_parameters(town)},
         }
     return {
         "standby_cluster": {
@@ -80,9 +87,29 @@ def desired_config(town: TownLayout, site_id: str) -> dict[str, Any]:
         },
         "synchronous_mode": False,
         "slots": None,
+        "ignore_slots": None,
+        "postgresql": {"parameters": wal_parameters(town)},
+    }
+
+
+def wal_parameters(town: TownLayout) -> dict[str, str]:
+    """PostgreSQL settings bounding pg_wal by the town's tier: the DR slot is invalidated rather than fill the disk."""
+    return {
+        "max_slot_wal_keep_size": f"{town.wal.max_slot_wal_keep_size}MB",
+        "max_wal_size": f"{town.wal.max_wal_size}MB",
     }
 
 
 def config_differs(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
-    """Keys of `desired` whose value the running configuration does not have (a null: the key is absent)."""
-    return sorted(k for k, v in desired.items() if (current.get(k) or None) != (v or None))
+    """Keys of `desired` whose value the running configuration does not have (a null: the key is absent).
+
+    A mapping matches when each of its keys matches: PATCH merges mappings, so keys the running configuration has
+    besides (e.g. the other PostgreSQL parameters) are not a difference."""
+    return sorted(k for k, v in desired.items() if not _holds(current.get(k), v))
+
+
+def _holds(current: Any, desired: Any) -> bool:
+    if isinstance(desired, dict) and desired:
+        return isinstance(current, dict) and all(_holds(current.get(k), v) for k, v in desired.items())
+    # An absent key, null, false and an empty mapping all mean "not set".
+    return (current or None) == (desired or None)

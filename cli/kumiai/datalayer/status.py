@@ -78,6 +78,65 @@ class Backup:
 
 
 @dataclass
+class DrSlot:
+    """The permanent slot at the primary site through which the DR standby cluster streams."""
+
+    name: str
+    exists: bool
+    wal_status: str | None = None  # reserved | extended | unreserved | lost (PostgreSQL 13+)
+    active: bool = False
+    restart_lsn: str | None = None
+    # The first WAL position the primary still holds (its oldest segment in pg_wal).
+    oldest_wal_lsn: str | None = None
+
+
+WAL_SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+def lsn_value(lsn: str) -> int:
+    """'0/3000148' -> 50331976."""
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def segment_start(name: str) -> str | None:
+    """The first LSN of a WAL segment file name (timeline, log, segment in hex; 16 MiB segments)."""
+    if len(name) != 24:
+        return None
+    try:
+        value = (int(name[8:16], 16) << 32) + int(name[16:24], 16) * WAL_SEGMENT_BYTES
+    except ValueError:
+        return None
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def reclone_reason(slot: DrSlot | None, dr: ClusterStatus, dr_replay_lsn: str | None) -> str | None:
+    """Why the DR standby cluster can no longer catch up by streaming and must be cloned anew; None when it can
+    (or when nothing says otherwise: a site that cannot be asked is not declared lost).
+
+    - The slot was invalidated (`wal_status = lost`): max_slot_wal_keep_size let the primary remove WAL the DR
+      standby had not received.
+    - The DR standby leader does not stream and the WAL it needs next is older than the oldest segment the primary
+      still holds (e.g. the invalidated slot was dropped and created anew)."""
+    if slot is None:
+        return None
+    if slot.exists and slot.wal_status == "lost":
+        return (
+            f"the DR slot {slot.name} was invalidated (wal_status lost): the primary removed WAL the DR standby had "
+            "not received (max_slot_wal_keep_size)"
+        )
+    leader = next((m for m in dr.members if m.name == dr.leader), None)
+    if leader is None or leader.state == "streaming" or dr_replay_lsn is None or slot.oldest_wal_lsn is None:
+        return None
+    if lsn_value(dr_replay_lsn) < lsn_value(slot.oldest_wal_lsn):
+        return (
+            f"the DR standby leader {leader.name} does not stream: it needs WAL from {dr_replay_lsn}, and the primary "
+            f"holds WAL only from {slot.oldest_wal_lsn}"
+        )
+    return None
+
+
+@dataclass
 class TownStatus:
     town: str
     primary: ClusterStatus
@@ -86,6 +145,10 @@ class TownStatus:
     backups: dict[int, Backup | None]
     # What misses the town's targets (RPO, backup schedule, a healthy leader): filled in by whoever knows them.
     alerts: list[str] = field(default_factory=list)
+    dr_slot: DrSlot | None = None  # None: the primary's leader did not answer
+    dr_replay_lsn: str | None = None  # None: the DR standby leader did not answer
+    # Why the DR standby must be cloned anew (kumiai onboard ID does it); None when it need not be.
+    dr_reclone: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -189,14 +252,57 @@ def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets
     return Lag(bytes=lag_bytes, seconds=seconds if lag_bytes > 0 else 0.0)
 
 
+SLOT_SQL = (
+    "SELECT s.slot_name IS NOT NULL, s.wal_status, COALESCE(s.active, false), s.restart_lsn::text,"
+    " (SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')"
+    " FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots AS s ON s.slot_name = %s"
+)
+
+
+def query_dr_slot(leader: MemberLayout, slot: str, secrets: TownSecrets) -> DrSlot | None:
+    """The DR slot at the primary site's leader, and the oldest WAL it holds; None when the leader does not answer."""
+    row = query_one(leader.address, PG_PORT, secrets, SLOT_SQL, (slot,), app="kumiai-status")
+    if row is None:
+        return None
+    exists, wal_status, active, restart_lsn, oldest = row
+    return DrSlot(
+        name=slot,
+        exists=bool(exists),
+        wal_status=wal_status,
+        active=bool(active),
+        restart_lsn=restart_lsn,
+        oldest_wal_lsn=segment_start(oldest) if oldest else None,
+    )
+
+
+def query_replay_lsn(member: MemberLayout, secrets: TownSecrets) -> str | None:
+    """The position a standby has replayed to; None when it does not answer or is not in recovery."""
+    row = query_one(member.address, PG_PORT, secrets, "SELECT pg_last_wal_replay_lsn()::text", app="kumiai-status")
+    return str(row[0]) if row and row[0] else None
+
+
 def gather_town_status(town: TownLayout, secrets: TownSecrets | None, run_as: Sequence[str]) -> TownStatus:
     primary = parse_cluster(town.primary_site, "primary", cluster_view(town.at(town.primary_site)))
     dr = parse_cluster(town.dr_site, "standby", cluster_view(town.at(town.dr_site)))
     leader = next((m for m in town.at(town.primary_site) if m.name == primary.leader), None)
-    lag = None
+    dr_leader = next((m for m in town.at(town.dr_site) if m.name == dr.leader), None)
+    lag = slot = replay = None
     if leader is not None and dr.leader is not None and secrets is not None:
         lag = query_dr_lag(leader, dr.leader, secrets)
+    if leader is not None and secrets is not None:
+        slot = query_dr_slot(leader, town.dr_slot_name, secrets)
+    if dr_leader is not None and secrets is not None:
+        replay = query_replay_lsn(dr_leader, secrets)
     # Every member's configuration names every repo; the primary site's first member always has one.
     info = pgbackrest.info(run_as, town.at(town.primary_site)[0])
     backups = parse_backups(info, [r.number for r in town.repos])
-    return TownStatus(town=town.id, primary=primary, dr=dr, dr_lag=lag, backups=backups)
+    return TownStatus(
+        town=town.id,
+        primary=primary,
+        dr=dr,
+        dr_lag=lag,
+        backups=backups,
+        dr_slot=slot,
+        dr_replay_lsn=replay,
+        dr_reclone=reclone_reason(slot, dr, replay),
+    )

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kumiai.models import TIER_WAL, Tier, WalBudget
+
 MEMBERS_PER_SITE = 2
 PG_PORT = 5432
 REST_PORT = 8008
@@ -149,6 +151,12 @@ class TownLayout:
     dr_site: str
     members: tuple[MemberLayout, ...]
     repos: tuple[RepoLayout, ...]
+    tier: Tier = Tier.s  # the town's tier (models.Town.tier); the smallest WAL budget when not given
+
+    @property
+    def wal(self) -> WalBudget:
+        """The WAL the town's primary keeps at most for its DR site (slot and archive queue)."""
+        return TIER_WAL[self.tier]
 
     @property
     def database(self) -> str:

@@ -43,6 +43,11 @@ def status_alerts(status: TownStatus, protection: Protection, now: datetime, gra
         if cluster.leader is None or not cluster.healthy:
             state = "unreachable" if not cluster.reachable else f"leader {cluster.leader or 'none'}, not healthy"
             alerts.append(f"no healthy leader at {cluster.site} ({cluster.kind} cluster: {state})")
+    if status.dr_reclone:
+        alerts.append(
+            f"the DR standby at {status.dr.site} needs a re-clone: {status.dr_reclone}; "
+            f"run kumiai onboard {status.town}"
+        )
     if status.dr_lag is None:
         alerts.append(f"cross-site lag to {status.dr.site} unknown: the DR standby is not streaming from the primary")
     elif status.dr_lag.seconds > protection.rpo_seconds:

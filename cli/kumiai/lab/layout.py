@@ -84,7 +84,9 @@ def town_layout(lab_dir: Path, inv: Inventory, town: Town, slot: int) -> TownLay
         for index in range(1, MEMBERS_PER_SITE + 1)
     )
     repos = tuple(repo_layout(site_layout(lab_dir, site, inv), repo_number(inv, site.id), town.id) for site in sites)
-    return TownLayout(id=town.id, slot=slot, primary_site=primary.id, dr_site=dr.id, members=members, repos=repos)
+    return TownLayout(
+        id=town.id, slot=slot, primary_site=primary.id, dr_site=dr.id, members=members, repos=repos, tier=town.tier
+    )
 
 
 def build_layout(lab_dir: Path, inv: Inventory, slots: Mapping[str, int]) -> Topology:

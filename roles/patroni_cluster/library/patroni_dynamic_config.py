@@ -47,9 +47,17 @@ role_mismatch:
 """
 
 
-def _differs(current: dict, desired: dict) -> list:
+def _holds(current, desired) -> bool:
+    # A mapping holds when each of its keys does: PATCH merges mappings, so keys the running configuration has
+    # besides (e.g. the other PostgreSQL parameters) are no difference.
+    if isinstance(desired, dict) and desired:
+        return isinstance(current, dict) and all(_holds(current.get(k), v) for k, v in desired.items())
     # An absent key, null, false and an empty mapping all mean "not set".
-    return sorted(k for k, v in desired.items() if (current.get(k) or None) != (v or None))
+    return (current or None) == (desired or None)
+
+
+def _differs(current: dict, desired: dict) -> list:
+    return sorted(k for k, v in desired.items() if not _holds(current.get(k), v))
 
 
 def main() -> None:
