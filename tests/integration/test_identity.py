@@ -71,7 +71,7 @@ def private_files(town: TownLayout, member: MemberLayout) -> dict[str, tuple[str
         if repo.bucket is None:  # a posix repo: the town's own directory
             files[f"repo{repo.number} directory"] = ("pg_ls_dir", str(repo.path))
             files[f"repo{repo.number} backup.info"] = (
-                "pg_read_file",
+                "pg_read_binary_file",
                 str(repo.path / "backup" / town.id / "backup.info"),
             )
     return files
@@ -89,7 +89,11 @@ def superuser(member: MemberLayout, secrets: TownSecrets) -> Iterator[Any]:
         conn.close()
 
 
-SQL = {"pg_read_file": "select pg_read_file(%s)", "pg_ls_dir": "select string_agg(f, ' ') from pg_ls_dir(%s) f"}
+SQL = {
+    "pg_read_file": "select pg_read_file(%s)",
+    "pg_read_binary_file": "select length(pg_read_binary_file(%s))::text",  # backup.info is encrypted
+    "pg_ls_dir": "select string_agg(f, ' ') from pg_ls_dir(%s) f",
+}
 
 
 def read_as(cur: Any, function: str, path: str) -> tuple[str | None, str | None]:
@@ -154,7 +158,7 @@ def test_each_towns_files_belong_to_its_user_with_private_modes(lab: Lab) -> Non
         for member in town.members:
             assert owner(member.dir) == (user, user, 0o700), member.dir
             assert owner(member.data_dir) == (user, user, 0o700), member.data_dir
-            for config in (member.patroni_config, member.pgbackrest_config, member.dir / "pgpass"):
+            for config in (member.patroni_config, member.pgbackrest_config):
                 assert owner(config) == (user, user, 0o600), config
             socket = member.socket_dir / f".s.PGSQL.{PG_PORT}"
             assert stat.S_ISSOCK(socket.stat().st_mode) and owner(socket)[:2] == (user, user), socket
