@@ -34,7 +34,7 @@ LAB_TOWNS = ["kiyokawa", "manazuru", "nakai"]
 
 
 def towns(lab: Lab) -> dict[str, tuple[TownLayout, TownSecrets]]:
-    return {t: lab_town(lab.inventory, lab.lab_dir, lab.vault_key, t) for t in LAB_TOWNS}
+    return {t: lab_town(lab.inventory, lab.lab_dir, lab.vault_keys, t) for t in LAB_TOWNS}
 
 
 def postmaster(member: MemberLayout) -> int | None:
