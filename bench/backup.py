@@ -112,7 +112,7 @@ def throughput(env: dict[str, str], base: Path, inventory: Path, mb: int) -> dic
     s3_repo = town.repo(town.primary_site).number
     work = base / "bench"
     work.mkdir(mode=0o700)
-    shutil.chown(work, "postgres", "postgres")
+    shutil.chown(work, town.os_user, town.os_user)
     config = work / "pgbackrest.conf"
     text = leader.pgbackrest_config.read_text(encoding="utf-8")
     cipher = re.search(rf"^repo{s3_repo}-cipher-pass=(.*)$", text, re.M)
@@ -123,7 +123,7 @@ def throughput(env: dict[str, str], base: Path, inventory: Path, mb: int) -> dic
     )
     config.write_text(text.replace("[global]\n", "[global]\n" + posix, 1), encoding="utf-8")
     config.chmod(0o600)
-    shutil.chown(config, "postgres", "postgres")
+    shutil.chown(config, town.os_user, town.os_user)
     base_cmd = [*target.run_as(TOWN), "/usr/bin/pgbackrest", f"--config={config}", f"--stanza={TOWN}"]
     timed([*base_cmd, "stanza-create"])
     result: dict[str, Any] = {"database_mb": round(size_mb, 1)}
@@ -131,7 +131,7 @@ def throughput(env: dict[str, str], base: Path, inventory: Path, mb: int) -> dic
         backup_s = timed([*base_cmd, f"--repo={repo}", "--type=full", "--no-archive-check", "backup"])
         restore_dir = work / f"restore-{name}"
         restore_dir.mkdir(mode=0o700)
-        shutil.chown(restore_dir, "postgres", "postgres")
+        shutil.chown(restore_dir, town.os_user, town.os_user)
         restore_s = timed([*base_cmd, f"--repo={repo}", f"--pg1-path={restore_dir}", "--archive-mode=off", "restore"])
         result[name] = {
             "backup_s": round(backup_s, 2),

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from kumiai.datalayer.secrets import load_town_secrets
+from kumiai.datalayer.target import as_user
+from kumiai.datalayer.topology import os_user
 from report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +37,7 @@ TOWN = "nakai"
 # pgbench's scale 1 is about 15 MB of tables and indexes: 68 makes a town of about 1 GB.
 DEFAULT_SCALE = 68
 LAB_NETWORKS = ("127.0.1.0/24", "127.0.2.0/24")
-AS_POSTGRES = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+AS_TOWN = as_user(os_user(TOWN))
 
 
 def kumiai(env: dict[str, str], *args: str, timeout: float = 1800) -> str:
@@ -89,7 +91,7 @@ def grow(env: dict[str, str], lab_dir: Path, state_dir: Path, scale: int) -> dic
     t0 = time.perf_counter()
     subprocess.run(
         [
-            *AS_POSTGRES,
+            *AS_TOWN,
             "pgbackrest",
             f"--config={member / 'pgbackrest.conf'}",
             f"--stanza={TOWN}",

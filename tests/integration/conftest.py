@@ -1,7 +1,7 @@
 """The integration tests start a whole lab themselves (both sites, the lab towns) and remove it at the end.
 
-Everything lives in one temporary directory below /var/tmp (the postgres and etcd users must be able to reach
-it), with its own inventory copy, lab directory and state directory (the towns' vault keys, audit log).
+Everything lives in one temporary directory below /var/tmp (every town's OS user and etcd's must be able to
+reach it), with its own inventory copy, lab directory and state directory (the towns' vault keys, audit log).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from conftest import BIN, ROOT, Lab, run_playbook
 
 from kumiai.datalayer.runner import parse_recap
 from kumiai.datalayer.secrets import load_town_secrets
+from kumiai.datalayer.target import as_user
+from kumiai.datalayer.topology import os_user
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +45,7 @@ def assert_healthy(town: dict) -> None:
 
 def pgbackrest_info(lab: Lab, town: str) -> dict:
     member = next((lab.lab_dir / "site-a" / "towns" / town).glob("member*"))
-    cmd = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "/usr/bin/pgbackrest"]
+    cmd = [*as_user(os_user(town)), "/usr/bin/pgbackrest"]
     cmd += [f"--config={member / 'pgbackrest.conf'}", f"--stanza={town}", "--output=json", "info"]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)[0]
 

@@ -26,6 +26,7 @@ import psycopg2
 import pytest
 from conftest import ROOT, Lab, build_lab, networks
 
+from kumiai.datalayer.target import as_user
 from support.writer import Endpoint, Writer, held_seqs, lab_town, superuser_endpoint, town_endpoint
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ def pgbackrest(lab: Lab, town: str, *args: str) -> subprocess.CompletedProcess[s
     finally:
         conn.close()
     member = next(m for m in layout.members if m.address == leader_address)
-    cmd = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "/usr/bin/pgbackrest"]
+    cmd = [*as_user(layout.os_user), "/usr/bin/pgbackrest"]
     cmd += [f"--config={member.pgbackrest_config}", f"--stanza={town}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 

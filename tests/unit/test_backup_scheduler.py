@@ -19,7 +19,7 @@ from kumiai.datalayer.topology import MemberLayout
 from kumiai.dr import scheduler
 from kumiai.dr.backup import RepoBackup
 from kumiai.dr.schedule import next_fire, systemd_calendar
-from kumiai.dr.scheduler import BackupJob, Scheduler, load_job, run_job
+from kumiai.dr.scheduler import BackupJob, Scheduler, job_run_as, load_job, run_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +28,7 @@ def job_data(**changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "town": "nakai",
         "site": "site-a",
+        "user": "kumiai-nakai",
         "index": 2,
         "address": "127.0.1.12",
         "member_dir": "/var/tmp/lab/site-a/towns/nakai/member2",
@@ -62,6 +63,9 @@ def test_a_job_names_its_member(tmp_path: Path) -> None:
         ({"type": "snapshot"}, "type"),
         ({"town": "Nakai; rm -rf /"}, "town"),
         ({"command": "/bin/sh"}, "command"),
+        ({"user": "root"}, "user"),
+        ({"user": "postgres"}, "user"),
+        ({"user": "kumiai-nakai --reuid=0"}, "user"),
     ],
 )
 def test_bad_jobs_are_refused_naming_the_field(tmp_path: Path, changes: dict[str, Any], says: str) -> None:
@@ -131,6 +135,17 @@ def test_a_job_backs_up_each_repo_only_where_its_member_leads(monkeypatch: pytes
     assert calls == [("nakai-site-a-2", 1, "diff"), ("nakai-site-a-2", 2, "diff")]
 
 
+def test_a_job_runs_as_the_towns_user_dropped_from_root_or_as_itself() -> None:
+    job = BackupJob.model_validate(job_data())
+    assert job_run_as(job, euid=0) == [
+        "/usr/bin/setpriv",
+        "--reuid=kumiai-nakai",
+        "--regid=kumiai-nakai",
+        "--init-groups",
+    ]
+    assert job_run_as(job, euid=1234) == []
+
+
 def test_once_exits_1_when_a_backup_fails_and_2_on_a_bad_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(run_as: list[str], member: MemberLayout, repo: int, kind: str) -> RepoBackup:
         return RepoBackup(member.town, repo, kind, ok=repo == 1, seconds=0.1, error=None if repo == 1 else "lock")
@@ -195,7 +210,7 @@ def test_the_production_timer_and_service_of_a_job() -> None:
         "ansible_managed": "managed",
         "backup_schedule_town": "nakai",
         "backup_schedule_cron": "30 4 1,15 * 5",
-        "backup_schedule_user": "postgres",
+        "backup_schedule_user": "kumiai-nakai",
         "backup_schedule_bin_dir": "/opt/kumiai/bin",
         "_backup_schedule_name": "nakai-site-a-1",
         "_backup_schedule_unit": "kumiai-backup-nakai-site-a-1",
@@ -208,5 +223,5 @@ def test_the_production_timer_and_service_of_a_job() -> None:
     ]
     assert "Unit=kumiai-backup-nakai-site-a-1.service" in timer and "Persistent=true" in timer
     service = render_role_template("backup.service.j2", **variables)
-    assert "Type=oneshot" in service and "User=postgres" in service
+    assert "Type=oneshot" in service and "User=kumiai-nakai" in service
     assert "ExecStart=/opt/kumiai/bin/kumiai-scheduler once /etc/kumiai/backup-jobs/nakai-site-a-1.json" in service

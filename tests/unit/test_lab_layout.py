@@ -88,12 +88,35 @@ def test_ansible_inventory_groups_and_vars(tmp_path: Path) -> None:
     assert standby["kumiai_primary_addresses"] == ["127.0.1.11", "127.0.1.12"]
     assert standby["kumiai_etcd_hosts"] == ["127.0.2.1:2379"]
     assert [r["path"] for r in standby["kumiai_repos"]] == [
-        str(tmp_path / "site-a/backup"),
-        str(tmp_path / "site-b/backup"),
+        str(tmp_path / "site-a/backup/nakai"),
+        str(tmp_path / "site-b/backup/nakai"),
     ]
+    assert hv["site-a"]["kumiai_repo_path"] == str(tmp_path / "site-a/backup")
     assert standby["kumiai_retention_full"] == inv.towns["nakai"].protection.retention_full
     # Nothing secret is in the inventory: only the path of the town's vault.
     assert not any("password" in k or "cipher" in k for h in hv.values() for k in h)
+
+
+def test_every_member_host_names_its_towns_os_user(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    layout = build_layout(tmp_path, inv, {"nakai": 0, "kiyokawa": 1})
+    hv = build_inventory(inv, layout, bin_dir=Path("/b"), python=Path("/b/python"))["_meta"]["hostvars"]
+    users = {h: v["kumiai_os_user"] for h, v in hv.items() if "kumiai_os_user" in v}
+    assert users == {
+        **{f"nakai-site-{s}-{i}": "kumiai-nakai" for s in "ab" for i in (1, 2)},
+        **{f"kiyokawa-site-{s}-{i}": "kumiai-kiyokawa" for s in "ab" for i in (1, 2)},
+    }
+    assert layout.towns["nakai"].os_user == "kumiai-nakai"
+    # Site hosts run no town's processes: no town user there.
+    assert "kumiai_os_user" not in hv["site-a"]
+
+
+def test_each_towns_posix_repo_is_a_directory_of_its_own(tmp_path: Path) -> None:
+    inv = load_inventory(LAB)
+    layout = build_layout(tmp_path, inv, {"nakai": 0, "kiyokawa": 1})
+    paths = [r.path for t in layout.towns.values() for r in t.repos]
+    assert len(set(paths)) == len(paths) == 4
+    assert all(r.path == layout.site(r.site).repo_path / t.id for t in layout.towns.values() for r in t.repos)
 
 
 def test_towns_without_a_slot_have_no_hosts(tmp_path: Path) -> None:
@@ -102,7 +125,7 @@ def test_towns_without_a_slot_have_no_hosts(tmp_path: Path) -> None:
     assert data["members"]["hosts"] == []
 
 
-def test_a_lab_directory_the_postgres_user_cannot_reach_is_refused(tmp_path: Path) -> None:
+def test_a_lab_directory_the_town_users_cannot_reach_is_refused(tmp_path: Path) -> None:
     from kumiai.lab.lifecycle import check_lab_dir
 
     closed = tmp_path / "closed"
@@ -140,7 +163,7 @@ def test_repos_are_numbered_by_site_and_a_failover_keeps_the_numbers(tmp_path: P
     before = build_layout(tmp_path, inv, {"nakai": 0}).towns["nakai"]
     after = build_layout(tmp_path, _failed_over(inv, "nakai"), {"nakai": 0}).towns["nakai"]
     assert (after.primary_site, after.dr_site) == ("site-b", "site-a")
-    expected = [(1, "site-a", tmp_path / "site-a/backup"), (2, "site-b", tmp_path / "site-b/backup")]
+    expected = [(1, "site-a", tmp_path / "site-a/backup/nakai"), (2, "site-b", tmp_path / "site-b/backup/nakai")]
     assert [(r.number, r.site, r.path) for r in before.repos] == expected
     assert [(r.number, r.site, r.path) for r in after.repos] == expected
     # Members keep their addresses and directories: only their roles change.

@@ -114,6 +114,7 @@ def build_inventory(
                 "kumiai_patroni_dynamic_config": desired_config(town, member.site),
                 "kumiai_database": town.database,
                 "kumiai_app_user": town.app_user,
+                "kumiai_os_user": town.os_user,
                 "kumiai_replication_user": REPLICATION_USER,
                 "kumiai_repos": repos,
                 "kumiai_secrets_file": str(topology.secrets_file(town.id)),

@@ -20,6 +20,12 @@ from kumiai.inventory import Inventory
 from kumiai.objectstore.store import StoreAdmin
 
 
+def as_user(user: str) -> list[str]:
+    """Command prefix running a program as `user` and its own group, from root (setpriv execs the program itself:
+    no wrapper process between a supervisor and it)."""
+    return ["/usr/bin/setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+
+
 @dataclass(frozen=True)
 class ScratchLayout:
     """Where a restore drill brings up a copy of a town: an address and port no production member uses, and a

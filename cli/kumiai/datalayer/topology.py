@@ -7,6 +7,7 @@ town's databases reads addresses, ports and paths from here, never from one targ
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,26 @@ REPLICATION_USER = "replicator"
 def sql_name(town_id: str) -> str:
     """Town ids may hold '-', which SQL identifiers should not."""
     return town_id.replace("-", "_")
+
+
+# Linux user and group names hold at most 32 characters (useradd refuses longer ones).
+OS_NAME_MAX = 32
+OS_USER_PREFIX = "kumiai-"
+# Characters of a long town id kept in its OS user name, before '_' and a hash of the whole id.
+OS_USER_KEPT = OS_NAME_MAX - len(OS_USER_PREFIX) - 1 - 8
+
+
+def os_user(town_id: str) -> str:
+    """The system user (and group) owning and running a town's PostgreSQL, Patroni and pgBackRest.
+
+    `kumiai-<id>` while it fits in 32 characters (ids up to 25 characters); a longer id keeps its first 16
+    characters and adds '_' and 8 hex digits of its SHA-256: `kumiai-<id[:16]>_<hash>`, exactly 32. Town ids hold no
+    '_', so the two forms never meet, and one id always gives the same name (on every host, in every lab)."""
+    name = OS_USER_PREFIX + town_id
+    if len(name) <= OS_NAME_MAX:
+        return name
+    digest = hashlib.sha256(town_id.encode()).hexdigest()[:8]
+    return f"{OS_USER_PREFIX}{town_id[:OS_USER_KEPT]}_{digest}"
 
 
 def group_name(text: str) -> str:
@@ -61,7 +82,7 @@ class SiteLayout:
     dir: Path
     repo_path: Path
     etcd_address: str
-    object_store: ObjectStoreLayout | None = None  # None: the site's repos are posix directories (repo_path)
+    object_store: ObjectStoreLayout | None = None  # None: posix repos, one directory per town below repo_path
 
     @property
     def host(self) -> str:
@@ -165,6 +186,11 @@ class TownLayout:
     @property
     def app_user(self) -> str:
         return f"{sql_name(self.id)}_app"
+
+    @property
+    def os_user(self) -> str:
+        """The town's own OS user and group: its processes run as it, its files and repos belong to it."""
+        return os_user(self.id)
 
     @property
     def dr_slot_name(self) -> str:

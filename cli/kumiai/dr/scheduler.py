@@ -9,13 +9,15 @@ town's primary site, and after a failover the other site's jobs take over by the
   DIR on every tick, so onboarding a town never restarts it; a job file it cannot read is skipped with a log line.
 - `kumiai-scheduler once FILE`: one firing of one job, for production, where a systemd timer per job fires it.
 
-It runs as the OS identity owning the town's data (pgBackRest runs as that user).
+Each town's backups run as the town's own OS user (the job's `user`, owning the town's data and repos): the lab's
+scheduler runs as root and drops to that user for each job; a systemd timer's service already runs as it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,6 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kumiai.datalayer.target import as_user
 from kumiai.datalayer.topology import MemberLayout
 from kumiai.dr.backup import RepoBackup, backup_repo, is_primary
 from kumiai.dr.schedule import next_fire, parse
@@ -36,6 +39,8 @@ log = logging.getLogger("kumiai-scheduler")
 
 TICK_S = 5.0
 NAME = r"^[a-z][a-z0-9-]{0,62}$"
+# A Linux user name as kumiai gives a town (kumiai.datalayer.topology.os_user).
+USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 
 
 class BackupJob(BaseModel):
@@ -45,6 +50,7 @@ class BackupJob(BaseModel):
 
     town: Annotated[str, Field(pattern=NAME)]
     site: Annotated[str, Field(pattern=NAME)]
+    user: Annotated[str, Field(pattern=USER)]
     index: Annotated[int, Field(ge=1, le=9)]
     address: IPv4Address
     member_dir: Path
@@ -56,6 +62,13 @@ class BackupJob(BaseModel):
     @classmethod
     def _schedule(cls, value: str) -> str:
         parse(value)
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _not_shared(cls, value: str) -> str:
+        if value in ("root", "postgres"):
+            raise ValueError("must be the town's own OS user, not root or postgres")
         return value
 
     @field_validator("member_dir")
@@ -83,8 +96,16 @@ def load_job(path: Path) -> BackupJob:
         raise ValueError(where) from None
 
 
-def run_job(job: BackupJob, run_as: Sequence[str] = ()) -> list[RepoBackup]:
+def job_run_as(job: BackupJob, euid: int | None = None) -> list[str]:
+    """How the job's pgBackRest runs: as root, dropped to the job's user; as any other user (a systemd service with
+    `User=` the job's user), as itself."""
+    return as_user(job.user) if (os.geteuid() if euid is None else euid) == 0 else []
+
+
+def run_job(job: BackupJob, run_as: Sequence[str] | None = None) -> list[RepoBackup]:
     """One firing: back up into every repo of the job if its member leads a primary cluster now."""
+    if run_as is None:
+        run_as = job_run_as(job)
     member = job.member
     if not is_primary(member):
         log.info("%s: %s is not the leader of a primary cluster: no backup from here", job.town, member.name)

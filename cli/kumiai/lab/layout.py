@@ -63,10 +63,11 @@ def site_layout(lab_dir: Path, site: Site, inv: Inventory) -> SiteLayout:
 
 
 def repo_layout(site: SiteLayout, number: int, town_id: str) -> RepoLayout:
-    """The town's repo at a site: its bucket in the site's object store, or the site's posix directory."""
+    """The town's repo at a site: its bucket in the site's object store, or its own directory below the site's
+    posix repo directory (owned by the town's OS user, so no other town's user can read its backups)."""
     if site.object_store:
         return RepoLayout(number, site.id, S3_REPO_PATH, bucket=site.object_store.bucket(town_id))
-    return RepoLayout(number, site.id, site.repo_path)
+    return RepoLayout(number, site.id, site.repo_path / town_id)
 
 
 def town_layout(lab_dir: Path, inv: Inventory, town: Town, slot: int) -> TownLayout:

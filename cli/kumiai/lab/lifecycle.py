@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pwd
 import shutil
 import sys
 from pathlib import Path
@@ -19,9 +18,8 @@ from kumiai.ops import Operation
 
 
 def check_lab_dir(lab_dir: Path) -> None:
-    """Patroni and etcd run as their own users, from kumiai's environment, on data in the lab directory: every
-    directory above both must let them through."""
-    postgres = pwd.getpwnam("postgres")
+    """Patroni and etcd run as their own users (each town's OS user, etcd's), from kumiai's environment, on data
+    in the lab directory: every directory above both must let them through."""
     for target, what, hint in (
         (lab_dir, "the lab directory", "Set KUMIAI_LAB_DIR to a directory such as /var/tmp/kumiai-lab."),
         (Path(sys.executable).parent, "kumiai's environment", "Install kumiai in a checkout other users can enter."),
@@ -34,7 +32,7 @@ def check_lab_dir(lab_dir: Path) -> None:
             if not mode & 0o001:
                 raise KumiaiError(
                     f"{what} {target} is below {directory}, which other users cannot enter (mode "
-                    f"{mode & 0o777:o}); the postgres user (uid {postgres.pw_uid}) must reach it. {hint}"
+                    f"{mode & 0o777:o}); every town's OS user must reach it. {hint}"
                 )
 
 

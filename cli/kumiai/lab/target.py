@@ -13,8 +13,8 @@ from pathlib import Path
 from kumiai import paths
 from kumiai.datalayer.etcd import etcd_pki
 from kumiai.datalayer.runner import PlaybookResult, run_playbook
-from kumiai.datalayer.target import ScratchLayout
-from kumiai.datalayer.topology import ETCD_CLIENT_PORT, Topology
+from kumiai.datalayer.target import ScratchLayout, as_user
+from kumiai.datalayer.topology import ETCD_CLIENT_PORT, Topology, os_user
 from kumiai.errors import InputError, Problem
 from kumiai.inventory import Inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots
@@ -57,8 +57,6 @@ def etcd_listening(topology: Topology) -> list[str]:
     return busy
 
 
-# The lab runs every town's processes as this OS user (one identity per town is issue-tracked work).
-DB_USER = "postgres"
 # Drills restore on a site service address (hosts 2-10 are kept for those), each town on a port of its own.
 DRILL_HOST = 2
 DRILL_PORT_BASE = 25432
@@ -127,22 +125,27 @@ class LabTarget:
         )
 
     def run_as(self, town_id: str) -> list[str]:
-        return ["/usr/bin/setpriv", f"--reuid={DB_USER}", f"--regid={DB_USER}", "--init-groups"]
+        return as_user(os_user(town_id))
 
     def object_store(self, site_id: str) -> RadosgwAdmin | None:
         store = self.topology().site(site_id).object_store
         return RadosgwAdmin(store) if store else None
 
     def scratch(self, town_id: str, site_id: str) -> ScratchLayout:
-        """Host DRILL_HOST of the site's network, a port per town slot, a directory under the site's lab directory."""
+        """Host DRILL_HOST of the site's network, a port per town slot, a directory under the site's lab directory:
+        drills/<town>/ belongs to the town's OS user (0700), which creates and removes the scratch directory in it."""
         topology = self.topology()
         site = topology.site(site_id)
-        parent = site.dir / "drills"
-        parent.mkdir(parents=True, exist_ok=True)
-        shutil.chown(parent, DB_USER, DB_USER)
+        town = topology.towns[town_id]
+        drills = site.dir / "drills"
+        drills.mkdir(parents=True, exist_ok=True)
+        drills.chmod(0o755)
+        parent = drills / town_id
+        parent.mkdir(exist_ok=True)
+        shutil.chown(parent, town.os_user, town.os_user)
         parent.chmod(0o700)
         return ScratchLayout(
             address=str(site.network.network_address + DRILL_HOST),
-            port=DRILL_PORT_BASE + topology.towns[town_id].slot,
-            dir=parent / town_id,
+            port=DRILL_PORT_BASE + town.slot,
+            dir=parent / "scratch",
         )
