@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
 
 @certs.command("rotate")
 def rotate(ctx: typer.Context, json_: JsonOpt = False) -> None:
-    """Reissue the members' server and client certificates and the controller's, install them and reload Patroni
-    and PostgreSQL (no restart), then check every town is healthy. The CA itself is kept."""
+    """Reissue every certificate of the members and of kumiai itself; reload, never restart.
+
+    The members' server and client certificates and the controller's are reissued by the consortium CA (kept),
+    installed, and Patroni and PostgreSQL reloaded; then every town must be healthy again."""
     target = current_target(ctx)
     with Operation("certs rotate", target={"target": target.name}) as op:
         serials = rotate_certificates(target, op)
