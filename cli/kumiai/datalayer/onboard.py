@@ -182,7 +182,7 @@ def rotate_certificates(target: Target, op: Operation) -> dict[str, dict[str, in
         step.detail = f"{len(after)} certificates"
     if town_ids:
         with op.step("install them and reload Patroni and PostgreSQL: certs.yml") as step:
-            result = target.run_playbook("certs.yml", limit=limit_for(town_ids))
+            result = target.run_playbook("certs.yml", limit=limit_for(town_ids), towns=town_ids)
             step.detail = f"changed={result.changed}"
         with op.step("every town healthy with the new certificates") as step:
             statuses = wait_healthy(target, topology, town_ids)
