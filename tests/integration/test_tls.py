@@ -126,9 +126,13 @@ def test_postgres_refuses_plain_and_certificateless_connections(lab: Lab) -> Non
     )
     # The client is told only that authentication failed; the member's log says why.
     assert "authentication failed" in reason, reason
-    with log.open("rb") as fh:
-        fh.seek(seen)
-        logged = fh.read().decode(errors="replace")
+    expected = f'clientcert=verify-full) failed for user "{dr_member}": CN mismatch'
+    deadline, logged = time.monotonic() + 30, ""
+    while expected not in logged and time.monotonic() < deadline:  # supervisord writes the log a moment later
+        time.sleep(1)
+        with log.open("rb") as fh:
+            fh.seek(seen)
+            logged = fh.read().decode(errors="replace")
     assert f'clientcert=verify-full) failed for user "{dr_member}": CN mismatch' in logged, logged[-2000:]
     conn = _connect(
         host,
@@ -159,6 +163,19 @@ def test_postgres_refuses_plain_and_certificateless_connections(lab: Lab) -> Non
 
 
 def _rest_serial(lab: Lab, host: str) -> int:
+    """The serial of the certificate the member's REST API serves; a reload re-creates its listener, so a moment
+    of refused connections right after one is waited out."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _served_serial(lab, host)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _served_serial(lab: Lab, host: str) -> int:
     context = ssl.create_default_context(cafile=str(_ca(lab)))
     with (
         socket.create_connection((host, REST_PORT), timeout=10) as raw,
