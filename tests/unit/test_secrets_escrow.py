@@ -109,11 +109,10 @@ def test_a_vault_of_the_one_shared_key_moves_to_the_towns_key(tmp_path: Path, mo
     vault.write_bytes(VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(b"the one key"))]).encrypt(plain))
     keys = tmp_path / "keys"
     assert load_town_secrets(vault, keys) == old
-    # Moved with every secret kept; a vault written before the Patroni REST password gets one.
+    # Moved with every secret kept; a vault written before the etcd and Patroni REST passwords gets them.
     moved = ensure_town_secrets(vault, keys)
-    assert moved.patroni_rest_password and moved == dataclasses.replace(
-        old, patroni_rest_password=moved.patroni_rest_password
-    )
+    added = {"etcd_password": moved.etcd_password, "patroni_rest_password": moved.patroni_rest_password}
+    assert all(added.values()) and moved == dataclasses.replace(old, **added)
     assert vault.read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;nakai\n")
     legacy.unlink()
     assert load_town_secrets(vault, keys) == moved
