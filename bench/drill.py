@@ -77,7 +77,16 @@ def grow(env: dict[str, str], lab_dir: Path, state_dir: Path, scale: int) -> dic
     primary = status["primary"]
     leader = next(m for m in primary["members"] if m["name"] == primary["leader"])
     secrets = load_town_secrets(lab_dir / "secrets" / f"{TOWN}.vault.yml", state_dir / "secrets" / "towns")
-    pg_env = {**os.environ, "PGPASSWORD": secrets.superuser_password}
+    # The superuser connects over verified TLS with the controller's certificate (CN postgres) only.
+    controller = lab_dir / "pki" / "controller"
+    pg_env = {
+        **os.environ,
+        "PGPASSWORD": secrets.superuser_password,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": str(lab_dir / "ca" / "ca.crt"),
+        "PGSSLCERT": str(controller / "client.crt"),
+        "PGSSLKEY": str(controller / "client.key"),
+    }
     t0 = time.perf_counter()
     subprocess.run(
         ["pgbench", "-i", "-q", "-s", str(scale), "-h", leader["host"], "-U", "postgres", TOWN],

@@ -17,6 +17,7 @@ from kumiai.commands import (
     approve,
     audit,
     backup,
+    certs,
     data,
     diff,
     drill,
@@ -96,6 +97,7 @@ for module in (
     offboard,
     runbook,
     secrets,
+    certs,
 ):
     module.register(app)
 

@@ -97,7 +97,8 @@ def test_no_secret_reaches_playbook_logs_or_the_audit_log(lab: Lab) -> None:
     logs += (lab.state_dir / "audit" / "audit.jsonl").read_text()
     for town in LAB_TOWNS:
         s = load_town_secrets(lab.lab_dir / "secrets" / f"{town}.vault.yml", lab.vault_keys)
-        for value in (s.superuser_password, s.replication_password, s.app_password, s.backup_cipher_pass):
+        secrets = (s.superuser_password, s.replication_password, s.app_password, s.backup_cipher_pass)
+        for value in (*secrets, s.patroni_rest_password):
             assert value not in logs
 
 

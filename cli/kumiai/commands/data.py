@@ -177,6 +177,8 @@ def psql(
     secrets = load_town_secrets(topology.secrets_file(town_id))
     # The password reaches psql through its environment only: never argv, never the terminal.
     env: dict[str, Any] = {**os.environ, "PGPASSWORD": secrets.app_password, "PGCONNECT_TIMEOUT": "5"}
+    if leader.tls:  # the members accept the application role over TLS only; verify the member's certificate
+        env.update({"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(leader.tls.ca_file)})
     cmd = ["psql", "-h", leader.address, "-p", str(PG_PORT), "-U", town.app_user, "-d", town.database]
     # A session is recorded (who, town, site), never what it runs.
     with Operation("psql", target={"town": town_id, "site": site_id}):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kumiai.datalayer.certs import member_tls_vars
 from kumiai.datalayer.etcd import etcd_pki, namespace, tls_dir, town_prefix, town_user
 from kumiai.datalayer.hostvars import town_vars
 from kumiai.datalayer.patroni import desired_config
@@ -22,8 +23,8 @@ from kumiai.datalayer.topology import (
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
     MEMBERS_PER_SITE,
+    PATRONI_REST_USER,
     PG_PORT,
-    REPLICATION_USER,
     REST_PORT,
     RepoLayout,
     Topology,
@@ -115,9 +116,12 @@ def build_inventory(
                 "kumiai_database": town.database,
                 "kumiai_app_user": town.app_user,
                 "kumiai_os_user": town.os_user,
-                "kumiai_replication_user": REPLICATION_USER,
                 "kumiai_repos": repos,
                 "kumiai_secrets_file": str(topology.secrets_file(town.id)),
+                # TLS: the member's certificates (issued by kumiai.datalayer.certs); every member's login role
+                "kumiai_tls": member_tls_vars(topology, member),
+                "kumiai_town_member_names": [m.name for m in town.members],
+                "kumiai_patroni_rest_user": PATRONI_REST_USER,
             }
             add("members", member.name)
             add("primary_members" if is_primary else "dr_members", member.name)

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from kumiai.datalayer.certs import ensure_town_certificates, serial
 from kumiai.datalayer.etcd import ensure_etcd_certificates
 from kumiai.datalayer.patroni import cluster_view
 from kumiai.datalayer.secrets import TownSecrets, check_town_keys, ensure_town_secrets, load_town_secrets
@@ -85,7 +86,7 @@ def reclone_dr_standby(target: Target, town: TownLayout, secrets: TownSecrets) -
     leader = primary_leader(town)
     if leader is None:
         raise KumiaiError(f"{town.id} has no leader at {town.primary_site}: its DR slot cannot be renewed")
-    with connect(leader.address, PG_PORT, secrets, app="kumiai-onboard") as conn, conn.cursor() as cur:
+    with connect(leader.address, PG_PORT, secrets, tls=leader.tls, app="kumiai-onboard") as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
             " WHERE slot_name = %s AND wal_status = 'lost'",
@@ -138,6 +139,9 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         topology = target.prepare(town_ids)
         # The towns' etcd client certificates (the playbook installs them on the members).
         ensure_etcd_certificates(topology)
+    with op.step("certificates of the members and the controller") as step:
+        # Before the playbook installs them; kept while valid (kumiai certs rotate replaces them).
+        step.detail = f"{len(ensure_town_certificates(topology, town_ids))} certificates"
     with op.step("object stores: each town's S3 user and locked bucket, the evidence buckets") as step:
         # Before the playbook: its stanza-create writes into the buckets.
         changes = ensure_town_buckets(target, topology, town_ids) + ensure_evidence_buckets(target, topology)
@@ -160,3 +164,32 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         step.detail = f"{len(statuses)} towns healthy"
     op.target["changed"] = result.changed
     return statuses
+
+
+def rotate_certificates(target: Target, op: Operation) -> dict[str, dict[str, int]]:
+    """Reissue every certificate of the onboarded towns' members and the controller's, install them (certs.yml:
+    Patroni reloads its REST API and PostgreSQL, nothing restarts), then check every town is healthy again.
+    Returns each certificate's serial before and after, by path."""
+    down = target.sites_down()
+    if down:
+        raise KumiaiError(f"site services are not running at {', '.join(down)}: run `kumiai lab up` first")
+    topology = target.topology()
+    town_ids = sorted(topology.towns)
+    with op.step("reissue the certificates") as step:
+        current = [f.cert for f in ensure_town_certificates(topology, town_ids)]
+        before = {str(c): serial(c) for c in current}
+        after = {str(f.cert): serial(f.cert) for f in ensure_town_certificates(topology, town_ids, force=True)}
+        step.detail = f"{len(after)} certificates"
+    if town_ids:
+        with op.step("install them and reload Patroni and PostgreSQL: certs.yml") as step:
+            result = target.run_playbook("certs.yml", limit=limit_for(town_ids), towns=town_ids)
+            step.detail = f"changed={result.changed}"
+        with op.step("every town healthy with the new certificates") as step:
+            statuses = wait_healthy(target, topology, town_ids)
+            bad = [s.town for s in statuses if not s.healthy]
+            if bad:
+                raise KumiaiError(
+                    f"certificates rotated but not healthy after {HEALTHY_TIMEOUT_S:.0f} s: {', '.join(bad)}"
+                )
+            step.detail = f"{len(statuses)} towns healthy"
+    return {path: {"before": before.get(path, 0), "after": number} for path, number in after.items()}

@@ -3,24 +3,68 @@
 Cluster-wide settings (standby_cluster, synchronous_mode, slots) live in the DCS; `PATCH /config` changes them on a
 running cluster (Patroni merges the patch, and a null removes a key). Promotion and demotion of a site are such
 changes: see `desired_config` for what each role of a site means.
+
+The REST API is HTTPS, verified against the consortium CA (the member's `tls`); every state-changing call carries
+the town's REST credentials (basic auth: PATRONI_REST_USER and the town's patroni_rest_password), which Patroni
+demands of every POST, PUT, PATCH and DELETE; reading needs none.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from kumiai.datalayer.topology import PG_PORT, MemberLayout, TownLayout, slot_name
+from kumiai.datalayer.topology import PATRONI_REST_USER, PG_PORT, MemberLayout, TownLayout, slot_name
 from kumiai.errors import KumiaiError
 
 
-def _request(url: str, *, method: str = "GET", body: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+@functools.cache
+def _context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def tls_context(member: MemberLayout) -> ssl.SSLContext | None:
+    """The TLS context verifying the member's REST API against the consortium CA (None: plain HTTP)."""
+    return _context(str(member.tls.ca_file)) if member.tls else None
+
+
+def auth_header(password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{PATRONI_REST_USER}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def open_member(
+    member: MemberLayout,
+    path: str,
+    *,
+    method: str = "GET",
+    body: dict[str, Any] | None = None,
+    password: str | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    """An open response of the member's REST API (a context manager); raises urllib's errors."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    headers = {"Content-Type": "application/json", **(auth_header(password) if password else {})}
+    req = urllib.request.Request(f"{member.rest_url}{path}", data=data, method=method, headers=headers)
+    return urllib.request.urlopen(req, timeout=timeout, context=tls_context(member))
+
+
+def _request(
+    member: MemberLayout,
+    path: str,
+    *,
+    method: str = "GET",
+    body: dict[str, Any] | None = None,
+    password: str | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    with open_member(member, path, method=method, body=body, password=password, timeout=timeout) as resp:
         text = resp.read()
     return json.loads(text) if text.strip() else None
 
@@ -29,7 +73,7 @@ def cluster_view(members: Sequence[MemberLayout], timeout: float = 2.0) -> dict[
     """The cluster view from the first member that answers (any member answers for the whole cluster)."""
     for m in members:
         try:
-            return _request(f"{m.rest_url}/cluster", timeout=timeout)
+            return _request(m, "/cluster", timeout=timeout)
         except (OSError, urllib.error.URLError, ValueError):
             continue
     return None
@@ -39,18 +83,19 @@ def get_config(members: Sequence[MemberLayout]) -> dict[str, Any]:
     """The cluster-wide (dynamic) configuration, from the first member that answers."""
     for m in members:
         try:
-            return dict(_request(f"{m.rest_url}/config"))
+            return dict(_request(m, "/config"))
         except (OSError, urllib.error.URLError, ValueError, TypeError):
             continue
     raise KumiaiError(f"no member of {members[0].town} at {members[0].site} answers on Patroni's REST API")
 
 
-def patch_config(members: Sequence[MemberLayout], patch: dict[str, Any]) -> dict[str, Any]:
-    """PATCH /config through the first member that answers; returns the configuration Patroni now holds."""
+def patch_config(members: Sequence[MemberLayout], patch: dict[str, Any], *, password: str) -> dict[str, Any]:
+    """PATCH /config through the first member that answers, authenticated with the town's REST password; returns
+    the configuration Patroni now holds."""
     errors = []
     for m in members:
         try:
-            return dict(_request(f"{m.rest_url}/config", method="PATCH", body=patch, timeout=10.0))
+            return dict(_request(m, "/config", method="PATCH", body=patch, password=password, timeout=10.0))
         except urllib.error.HTTPError as exc:
             errors.append(f"{m.name}: HTTP {exc.code}")
         except (OSError, urllib.error.URLError, ValueError, TypeError) as exc:

@@ -44,6 +44,8 @@ class TownSecrets:
     s3_secret_key: str = ""
     # The town's etcd user at its sites (kumiai.datalayer.etcd); empty in vaults written before it.
     etcd_password: str = ""
+    # Basic auth of the members' Patroni REST API for state-changing calls; empty in vaults written before it.
+    patroni_rest_password: str = ""
 
     def __repr__(self) -> str:  # never show a secret by accident (logs, tracebacks)
         return "TownSecrets(<hidden>)"
@@ -56,6 +58,7 @@ class TownSecrets:
             app_password=secrets.token_urlsafe(24),
             backup_cipher_pass=secrets.token_urlsafe(48),
             etcd_password=secrets.token_urlsafe(24),
+            patroni_rest_password=secrets.token_urlsafe(24),
             **_s3_keys(),
         )
 
@@ -217,12 +220,14 @@ def ensure_town_secrets(path: Path, keys: Path | None = None) -> TownSecrets:
     if path.exists():
         stored = load_town_secrets(path, keys)
         legacy = vault_id_of(path.read_bytes()) is None
-        if stored.s3_access_key and stored.etcd_password and not legacy:
+        if stored.s3_access_key and stored.etcd_password and stored.patroni_rest_password and not legacy:
             return stored
-        s3 = {} if stored.s3_access_key else _s3_keys()
-        fresh = TownSecrets(
-            **{**stored.__dict__, **s3, "etcd_password": stored.etcd_password or secrets.token_urlsafe(24)}
-        )
+        added = {} if stored.s3_access_key else _s3_keys()
+        if not stored.etcd_password:
+            added["etcd_password"] = secrets.token_urlsafe(24)
+        if not stored.patroni_rest_password:
+            added["patroni_rest_password"] = secrets.token_urlsafe(24)
+        fresh = TownSecrets(**{**stored.__dict__, **added}) if added else stored
     else:
         fresh = TownSecrets.generate()
     write_private(path, encrypt_town_secrets(town_id, read_key(key_file), fresh))

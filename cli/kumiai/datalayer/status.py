@@ -244,7 +244,7 @@ def query_dr_lag(leader: MemberLayout, dr_leader_name: str, secrets: TownSecrets
         " COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8"
         " FROM pg_stat_replication WHERE application_name = %s"
     )
-    row = query_one(leader.address, PG_PORT, secrets, sql, (dr_leader_name,), app="kumiai-status")
+    row = query_one(leader.address, PG_PORT, secrets, sql, (dr_leader_name,), tls=leader.tls, app="kumiai-status")
     if row is None:
         return None
     lag_bytes, seconds = int(row[0] or 0), float(row[1] or 0.0)
@@ -261,7 +261,7 @@ SLOT_SQL = (
 
 def query_dr_slot(leader: MemberLayout, slot: str, secrets: TownSecrets) -> DrSlot | None:
     """The DR slot at the primary site's leader, and the oldest WAL it holds; None when the leader does not answer."""
-    row = query_one(leader.address, PG_PORT, secrets, SLOT_SQL, (slot,), app="kumiai-status")
+    row = query_one(leader.address, PG_PORT, secrets, SLOT_SQL, (slot,), tls=leader.tls, app="kumiai-status")
     if row is None:
         return None
     exists, wal_status, active, restart_lsn, oldest = row
@@ -277,7 +277,9 @@ def query_dr_slot(leader: MemberLayout, slot: str, secrets: TownSecrets) -> DrSl
 
 def query_replay_lsn(member: MemberLayout, secrets: TownSecrets) -> str | None:
     """The position a standby has replayed to; None when it does not answer or is not in recovery."""
-    row = query_one(member.address, PG_PORT, secrets, "SELECT pg_last_wal_replay_lsn()::text", app="kumiai-status")
+    row = query_one(
+        member.address, PG_PORT, secrets, "SELECT pg_last_wal_replay_lsn()::text", tls=member.tls, app="kumiai-status"
+    )
     return str(row[0]) if row and row[0] else None
 
 

@@ -21,7 +21,8 @@ REST_PORT = 8008
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 SUPERUSER = "postgres"
-REPLICATION_USER = "replicator"
+# The user of Patroni's REST API for state-changing calls (its password is each town's patroni_rest_password).
+PATRONI_REST_USER = "kumiai"
 
 
 def sql_name(town_id: str) -> str:
@@ -116,12 +117,24 @@ class SiteLayout:
 
 
 @dataclass(frozen=True)
+class ControllerTLS:
+    """How kumiai itself reaches the members: the consortium CA it verifies them against and its own client
+    certificate (CN SUPERUSER: PostgreSQL 15 matches the CN of a scram-sha-256 line's certificate against the role
+    itself, without maps)."""
+
+    ca_file: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class MemberLayout:
     town: str
     site: str
     index: int
     address: str
     dir: Path
+    tls: ControllerTLS | None = None  # None: plain HTTP to Patroni (only layouts built without a CA)
 
     @property
     def name(self) -> str:
@@ -151,7 +164,12 @@ class MemberLayout:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.address}:{REST_PORT}"
+        return f"{'https' if self.tls else 'http'}://{self.address}:{REST_PORT}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the member's host keeps its CA, server and client certificates (installed by the role)."""
+        return self.dir / "tls"
 
 
 @dataclass(frozen=True)
@@ -232,6 +250,16 @@ class Topology:
     @property
     def logs_dir(self) -> Path:
         return self.dir / "logs"
+
+    @property
+    def pki_dir(self) -> Path:
+        """Certificates kumiai issues on the controller: members/<member>/ and controller/ (kumiai.datalayer.certs)."""
+        return self.dir / "pki"
+
+    @property
+    def ca_dir(self) -> Path:
+        """The consortium CA (kumiai.pki), the one CA of every channel."""
+        return self.dir / "ca"
 
     def secrets_file(self, town_id: str) -> Path:
         return self.secrets_dir / f"{town_id}.vault.yml"

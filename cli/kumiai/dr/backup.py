@@ -15,7 +15,6 @@ import re
 import subprocess
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -24,6 +23,7 @@ from typing import Any
 
 from kumiai import paths
 from kumiai.datalayer import pgbackrest
+from kumiai.datalayer.patroni import open_member
 from kumiai.datalayer.status import Backup, parse_all_backups, parse_archive_max
 from kumiai.datalayer.target import Target
 from kumiai.datalayer.topology import MemberLayout, Topology, TownLayout
@@ -163,7 +163,7 @@ def primary_leader(town: TownLayout) -> MemberLayout | None:
 def is_primary(member: MemberLayout, timeout: float = 3.0) -> bool:
     """Patroni answers 200 on /primary only on the leader of a cluster that is not a standby cluster."""
     try:
-        with urllib.request.urlopen(f"{member.rest_url}/primary", timeout=timeout) as resp:
+        with open_member(member, "/primary", timeout=timeout) as resp:
             return bool(resp.status == 200)
     except (OSError, urllib.error.URLError):
         return False
@@ -323,7 +323,7 @@ def check_age(ctx: RunContext) -> str:
 def current_segment(member: MemberLayout, timeout: float = 5.0) -> str | None:
     """The WAL segment the primary writes now, from Patroni's member status (its timeline and WAL position)."""
     try:
-        with urllib.request.urlopen(f"{member.rest_url}/patroni", timeout=timeout) as resp:
+        with open_member(member, "/patroni", timeout=timeout) as resp:
             state = json.loads(resp.read())
     except (OSError, urllib.error.URLError, ValueError):
         return None

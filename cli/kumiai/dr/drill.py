@@ -33,7 +33,7 @@ from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
 from kumiai.datalayer.sql import connect
 from kumiai.datalayer.status import parse_cluster
 from kumiai.datalayer.target import ScratchLayout, Target
-from kumiai.datalayer.topology import PG_PORT, SUPERUSER, MemberLayout, RepoLayout, Topology, TownLayout
+from kumiai.datalayer.topology import PG_PORT, SUPERUSER, ControllerTLS, MemberLayout, RepoLayout, Topology, TownLayout
 from kumiai.dr import evidence
 from kumiai.dr.evidence import Comparison, DrillEvidence, StepRecord, TableCheck
 from kumiai.dr.runbook import RunContext, action, check, load_runbook, run, runbooks_dir
@@ -101,9 +101,13 @@ def _drill(ctx: RunContext) -> Drill:
     return drill
 
 
-def _connect(address: str, port: int, secrets: TownSecrets, database: str) -> Any:
+def _connect(address: str, port: int, secrets: TownSecrets, database: str, tls: ControllerTLS | None) -> Any:
+    """`tls`: the production members' (verify-full, the controller's certificate); None for the scratch instance,
+    which only the drill reaches, by password from this machine (SCRATCH_HBA)."""
     try:
-        return connect(address, port, secrets, database=database, timeout=CONNECT_TIMEOUT_S, app="kumiai-drill")
+        return connect(
+            address, port, secrets, tls=tls, database=database, timeout=CONNECT_TIMEOUT_S, app="kumiai-drill"
+        )
     except psycopg2.Error as exc:
         raise KumiaiError(f"cannot connect to {database} at {address}:{port}: {str(exc).strip()}") from None
 
@@ -211,7 +215,7 @@ def preflight(ctx: RunContext) -> str:
 def write_marker(ctx: RunContext) -> str:
     drill = _drill(ctx)
     assert drill.leader is not None
-    conn = _connect(drill.leader.address, PG_PORT, drill.secrets, drill.town.database)
+    conn = _connect(drill.leader.address, PG_PORT, drill.secrets, drill.town.database, drill.leader.tls)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -282,7 +286,7 @@ def marker_archived(ctx: RunContext) -> bool:
         raise KumiaiError(f"cannot list repo{drill.repo.number}: {_tail(listed.stderr + listed.stdout)}")
     if not json.loads(listed.stdout or "{}"):
         return False
-    conn = _connect(drill.leader.address, PG_PORT, drill.secrets, drill.town.database)
+    conn = _connect(drill.leader.address, PG_PORT, drill.secrets, drill.town.database, drill.leader.tls)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT clock_timestamp()")
@@ -383,7 +387,7 @@ def writable(ctx: RunContext) -> bool:
     """The copy has reached the marker, promoted itself, and commits a write."""
     drill = _drill(ctx)
     try:
-        conn = _connect(drill.scratch.address, drill.scratch.port, drill.secrets, drill.town.database)
+        conn = _connect(drill.scratch.address, drill.scratch.port, drill.secrets, drill.town.database, None)
     except KumiaiError:
         if not _postmaster_running(drill):
             log = _as_town(drill, "/usr/bin/tail", "-n", "5", str(drill.scratch.dir / "postgresql.log")).stdout
@@ -406,7 +410,7 @@ def writable(ctx: RunContext) -> bool:
 @action("drill-verify")
 def verify(ctx: RunContext) -> str:
     drill = _drill(ctx)
-    conn = _connect(drill.scratch.address, drill.scratch.port, drill.secrets, drill.town.database)
+    conn = _connect(drill.scratch.address, drill.scratch.port, drill.secrets, drill.town.database, None)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT version()")

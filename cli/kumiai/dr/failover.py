@@ -13,7 +13,6 @@ import json
 import subprocess
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any
 from kumiai import paths
 from kumiai.datalayer import pgbackrest
 from kumiai.datalayer.onboard import limit_for, onboarded
-from kumiai.datalayer.patroni import cluster_view, desired_config, patch_config
+from kumiai.datalayer.patroni import cluster_view, desired_config, open_member, patch_config
 from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
 from kumiai.datalayer.sql import query_one
 from kumiai.datalayer.status import parse_cluster
@@ -106,7 +105,7 @@ def move_of(ctx: RunContext) -> Move:
 
 def query(member: MemberLayout, secrets: TownSecrets, sql: str, timeout: int = 3) -> tuple[Any, ...] | None:
     """One row of a query as the town's superuser; None when the member does not answer."""
-    return query_one(member.address, PG_PORT, secrets, sql, timeout=timeout, app="kumiai-failover")
+    return query_one(member.address, PG_PORT, secrets, sql, tls=member.tls, timeout=timeout, app="kumiai-failover")
 
 
 def accepts_writes(member: MemberLayout, secrets: TownSecrets) -> bool:
@@ -236,7 +235,7 @@ def keep_slot_for_old_site(ctx: RunContext) -> str:
     """The new site keeps a permanent slot for the old one, so the WAL the old site will stream is kept."""
     move = move_of(ctx)
     slot = slot_name(move.from_site)
-    patch_config(move.new, {"slots": {slot: {"type": "physical"}}})
+    patch_config(move.new, {"slots": {slot: {"type": "physical"}}}, password=move.secrets.patroni_rest_password)
     return f"slot {slot} at {move.to_site}"
 
 
@@ -246,7 +245,7 @@ def demote_old_site(ctx: RunContext) -> str:
     move = move_of(ctx)
     move.note("demote_started", time.time())
     standby = desired_config(move.after, move.from_site)["standby_cluster"]
-    patch_config(move.old, {"standby_cluster": standby})
+    patch_config(move.old, {"standby_cluster": standby}, password=move.secrets.patroni_rest_password)
     return f"{move.from_site} follows {standby['host']}"
 
 
@@ -255,7 +254,7 @@ def promote_new_site(ctx: RunContext) -> str:
     """The new site's cluster leaves standby mode: synchronous inside its site, a slot for the old site."""
     move = move_of(ctx)
     move.note("promote_started", time.time())
-    patch_config(move.new, desired_config(move.after, move.to_site))
+    patch_config(move.new, desired_config(move.after, move.to_site), password=move.secrets.patroni_rest_password)
     return f"{move.to_site} promoted"
 
 
@@ -279,7 +278,7 @@ def record_writable(ctx: RunContext) -> str:
 def settle_old_site(ctx: RunContext) -> str:
     """The old site's settings become those of a standby cluster: its old slots dropped, synchronous mode off."""
     move = move_of(ctx)
-    patch_config(move.old, desired_config(move.after, move.from_site))
+    patch_config(move.old, desired_config(move.after, move.from_site), password=move.secrets.patroni_rest_password)
     return f"{move.from_site}: standby settings, stale slots dropped"
 
 
@@ -438,7 +437,7 @@ def fence_old_site(ctx: RunContext) -> str:
     if cluster_view(move.old) is not None:
         try:
             standby = desired_config(move.after, move.from_site)["standby_cluster"]
-            patch_config(move.old, {"standby_cluster": standby})
+            patch_config(move.old, {"standby_cluster": standby}, password=move.secrets.patroni_rest_password)
             how.append("demoted through Patroni")
         except KumiaiError as exc:
             how.append(f"demotion refused ({exc.message})")
@@ -547,7 +546,7 @@ def reclone_standby_site(ctx: RunContext) -> str:
     for m in view.members:
         if m.state != "streaming" and m.role not in ("standby_leader", "leader"):
             member = next(x for x in move.new if x.name == m.name)
-            request_reinit(member)
+            request_reinit(member, move.secrets.patroni_rest_password)
             done.append(m.name)
     if not done:
         raise KumiaiError(
@@ -557,15 +556,9 @@ def reclone_standby_site(ctx: RunContext) -> str:
     return f"re-cloning {', '.join(done)}"
 
 
-def request_reinit(member: MemberLayout) -> None:
-    req = urllib.request.Request(
-        f"{member.rest_url}/reinitialize",
-        data=json.dumps({"force": True}).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
+def request_reinit(member: MemberLayout, password: str) -> None:
     try:
-        with urllib.request.urlopen(req, timeout=10):
+        with open_member(member, "/reinitialize", method="POST", body={"force": True}, password=password, timeout=10):
             pass
     except (OSError, urllib.error.URLError) as exc:
         raise KumiaiError(f"{member.name}: reinitialize refused: {exc}") from None

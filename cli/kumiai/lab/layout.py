@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 
+from kumiai.datalayer.certs import controller_tls
 from kumiai.datalayer.hostvars import repo_number, town_sites
 from kumiai.datalayer.topology import MEMBERS_PER_SITE, MemberLayout, RepoLayout, SiteLayout, Topology, TownLayout
 from kumiai.errors import InputError, KumiaiError, Problem
@@ -80,6 +81,7 @@ def town_layout(lab_dir: Path, inv: Inventory, town: Town, slot: int) -> TownLay
             index=index,
             address=str(member_address(site.db_network, slot, index)),
             dir=lab_dir / site.id / "towns" / town.id / f"member{index}",
+            tls=controller_tls(lab_dir / "ca", lab_dir / "pki"),
         )
         for site in sites
         for index in range(1, MEMBERS_PER_SITE + 1)

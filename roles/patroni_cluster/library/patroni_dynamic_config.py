@@ -31,6 +31,19 @@ options:
     description: Seconds to wait for each request.
     type: int
     default: 10
+  ca_path:
+    description: CA certificate the REST API's certificate is verified against (HTTPS).
+    type: path
+  url_username:
+    description: User of the REST API's basic authentication (Patroni requires it for PATCH).
+    type: str
+  url_password:
+    description: Password of that user.
+    type: str
+  force_basic_auth:
+    description: Send the credentials with the first request (Patroni does not ask for them).
+    type: bool
+    default: true
 author: kumiai maintainers
 """
 
@@ -66,11 +79,16 @@ def main() -> None:
             "url": {"type": "str", "required": True},
             "config": {"type": "dict", "required": True},
             "timeout": {"type": "int", "default": 10},
+            "ca_path": {"type": "path"},
+            "url_username": {"type": "str"},
+            "url_password": {"type": "str", "no_log": True},
+            "force_basic_auth": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
     url = module.params["url"].rstrip("/") + "/config"
-    resp, info = fetch_url(module, url, timeout=module.params["timeout"])
+    ca_path = module.params["ca_path"]
+    resp, info = fetch_url(module, url, timeout=module.params["timeout"], ca_path=ca_path)
     if info["status"] != 200:
         module.fail_json(msg=f"GET {url}: {info.get('msg')} (status {info['status']})")
     current = json.loads(resp.read() or b"{}")
@@ -92,6 +110,7 @@ def main() -> None:
             method="PATCH",
             headers={"Content-Type": "application/json"},
             timeout=module.params["timeout"],
+            ca_path=ca_path,
         )
         if info["status"] != 200:
             module.fail_json(msg=f"PATCH {url}: {info.get('msg')} (status {info['status']})", differs=differs)

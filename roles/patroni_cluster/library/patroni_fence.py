@@ -64,6 +64,9 @@ options:
     description: Seconds to wait for each request.
     type: int
     default: 5
+  rest_ca_path:
+    description: CA certificate the members' REST API certificates are verified against (HTTPS).
+    type: path
 author: kumiai maintainers
 """
 
@@ -122,7 +125,7 @@ def _read(module: AnsibleModule) -> tuple[dict | None, str]:
 
 
 def _answers(module: AnsibleModule, url: str) -> dict | None:
-    resp, info = fetch_url(module, url, timeout=module.params["timeout"])
+    resp, info = fetch_url(module, url, timeout=module.params["timeout"], ca_path=module.params["rest_ca_path"])
     if info["status"] != 200 or resp is None:
         return None
     try:
@@ -153,6 +156,7 @@ def main() -> None:
             "member_url": {"type": "str", "required": True},
             "primary_urls": {"type": "list", "elements": "str", "required": True},
             "timeout": {"type": "int", "default": 5},
+            "rest_ca_path": {"type": "path"},
         },
         supports_check_mode=True,
     )
