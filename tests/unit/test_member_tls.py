@@ -38,6 +38,7 @@ def role_vars(**changes: Any) -> dict[str, Any]:
         "patroni_cluster_rest_password": "rest-pw",
         "patroni_cluster_database": "nakai",
         "patroni_cluster_app_user": "nakai_app",
+        "patroni_cluster_user": "kumiai-nakai",
         "patroni_cluster_app_password": "app'pw",
         "patroni_cluster_member_roles": MEMBERS,
         **changes,
@@ -57,13 +58,15 @@ def test_postgres_accepts_only_tls_and_scram_and_members_and_superuser_only_with
     hba = config["postgresql"]["pg_hba"]
     members = ",".join(MEMBERS)
     assert hba == [
-        "local all postgres peer",
+        "local all postgres peer map=kumiai",
         "hostnossl all all 127.0.0.0/8 reject",
         f"hostssl replication {members} 127.0.0.0/8 scram-sha-256 clientcert=verify-full",
         f"hostssl postgres {members} 127.0.0.0/8 scram-sha-256 clientcert=verify-full",
         "hostssl all postgres 127.0.0.0/8 scram-sha-256 clientcert=verify-full",
         "hostssl nakai nakai_app 127.0.0.0/8 scram-sha-256",
     ]
+    # Over the socket: only the town's own OS user, as the superuser.
+    assert config["postgresql"]["pg_ident"] == ["kumiai kumiai-nakai postgres"]
     assert all(" trust" not in line and " md5" not in line for line in hba)
     params = config["postgresql"]["parameters"]
     tls = "/var/lib/kumiai/nakai/member1/tls"
