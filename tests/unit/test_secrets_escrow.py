@@ -31,6 +31,13 @@ CONSORTIUM = load_inventory(LAB).consortium.name
 AUDIT_KEY = b"ab" * 32
 
 
+@pytest.fixture(autouse=True)
+def no_state_of_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's own state directory: a vault key left by a demo in the checkout must not take part."""
+    monkeypatch.setenv("KUMIAI_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("KUMIAI_VAULT_KEY_FILE", raising=False)
+
+
 def topology_at(lab_dir: Path) -> Topology:
     return Topology(dir=lab_dir, sites=(), towns={})
 
