@@ -167,8 +167,10 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
 
 
 def rotate_certificates(target: Target, op: Operation) -> dict[str, dict[str, int]]:
-    """Reissue every certificate of the onboarded towns' members and the controller's, install them (certs.yml:
-    Patroni reloads its REST API and PostgreSQL, nothing restarts), then check every town is healthy again.
+    """Reissue every certificate of the onboarded towns' members, the controller's and etcd's (each site's member,
+    root, each town's client), install them (site.yml for etcd; certs.yml: Patroni reloads its REST API, PostgreSQL
+    and its etcd client, nothing restarts), then check every town is healthy again. The object stores' certificates
+    are not rotated here (radosgw reads its certificate when it starts).
     Returns each certificate's serial before and after, by path."""
     down = target.sites_down()
     if down:
@@ -176,10 +178,16 @@ def rotate_certificates(target: Target, op: Operation) -> dict[str, dict[str, in
     topology = target.topology()
     town_ids = sorted(topology.towns)
     with op.step("reissue the certificates") as step:
-        current = [f.cert for f in ensure_town_certificates(topology, town_ids)]
-        before = {str(c): serial(c) for c in current}
-        after = {str(f.cert): serial(f.cert) for f in ensure_town_certificates(topology, town_ids, force=True)}
+        current = [*ensure_town_certificates(topology, town_ids), *ensure_etcd_certificates(topology)]
+        before = {str(f.cert): serial(f.cert) for f in current}
+        fresh = [
+            *ensure_town_certificates(topology, town_ids, force=True),
+            *ensure_etcd_certificates(topology, force=True),
+        ]
+        after = {str(f.cert): serial(f.cert) for f in fresh}
         step.detail = f"{len(after)} certificates"
+    with op.step("install etcd's: site.yml (etcd serves them from its next handshake)") as step:
+        step.detail = f"changed={target.run_playbook('site.yml').changed}"
     if town_ids:
         with op.step("install them and reload Patroni and PostgreSQL: certs.yml") as step:
             result = target.run_playbook("certs.yml", limit=limit_for(town_ids), towns=town_ids)
