@@ -126,7 +126,8 @@ def test_a_towns_credentials_work_only_for_its_own_cluster(lab: Lab) -> None:
             (f"{x}_app", s.app_password, y, False),
             ("postgres", s.superuser_password, "postgres", False),
             ("postgres", s.superuser_password, y, False),
-            ("replicator", s.replication_password, "postgres", True),
+            # Town y's member login role (replication, base backups, pg_rewind) with town x's password.
+            (f"{y}-site-a-1", s.replication_password, "postgres", True),
         ]
         for user, password, db, repl in tries:
             attempts += 1
