@@ -70,7 +70,9 @@ def _retain_until(s3: Any, bucket: str, version: dict[str, Any]) -> datetime | N
     return until if isinstance(until, datetime) else None
 
 
-def _retire(s3: Any, site: str, bucket: str, disabled: bool) -> BucketFate:
+def _retire(s3: Any, owner_s3: Any, site: str, bucket: str, disabled: bool) -> BucketFate:
+    """`s3` hides and reads the objects' retention (their writer's keys, or the owner's); `owner_s3` reads the
+    bucket's lifecycle rule (bucket settings are the bucket owner's to read)."""
     try:
         s3.head_bucket(Bucket=bucket)
     except botocore.exceptions.ClientError as exc:
@@ -88,7 +90,7 @@ def _retire(s3: Any, site: str, bucket: str, disabled: bool) -> BucketFate:
     noncurrent_since = max((m["LastModified"] for m in markers), default=now)
     until = [u for u in (_retain_until(s3, bucket, v) for v in versions) if u is not None]
     last = max(until, default=None)
-    days = _noncurrent_days(s3, bucket)
+    days = _noncurrent_days(owner_s3, bucket)
     gone = None
     if days is not None and versions:
         gone = max([noncurrent_since + timedelta(days=days), *([last] if last else [])])
@@ -123,14 +125,15 @@ def retire_bucket(
         raise KumiaiError(f"{site.id} keeps backups in a posix directory, not in an object store")
     try:
         fate = None
+        owner = client(store, admin.owner())
         if town_keys is not None:
             try:
-                fate = _retire(client(store, town_keys), site.id, bucket, False)
+                fate = _retire(client(store, town_keys), owner, site.id, bucket, False)
             except botocore.exceptions.ClientError as exc:
                 if _code(exc) not in ("InvalidAccessKeyId", "AccessDenied", "UserSuspended", "403"):
                     raise
         if fate is None:
-            fate = _retire(client(store, admin.owner()), site.id, bucket, False)
+            fate = _retire(owner, owner, site.id, bucket, False)
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         raise KumiaiError(f"bucket {bucket} at {site.id}: {error.get('Code')}: {error.get('Message')}") from None
