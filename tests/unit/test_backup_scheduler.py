@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from kumiai.datalayer.topology import MemberLayout
+from kumiai.datalayer.topology import ControllerTLS, MemberLayout
 from kumiai.dr import scheduler
 from kumiai.dr.backup import RepoBackup
 from kumiai.dr.schedule import next_fire, systemd_calendar
@@ -48,9 +48,19 @@ def write_job(directory: Path, name: str, data: dict[str, Any] | str) -> Path:
 
 def test_a_job_names_its_member(tmp_path: Path) -> None:
     job = load_job(write_job(tmp_path, "nakai-site-a-2", job_data()))
+    member_dir = Path("/var/tmp/lab/site-a/towns/nakai/member2")
     assert job.member == MemberLayout(
-        "nakai", "site-a", 2, "127.0.1.12", Path("/var/tmp/lab/site-a/towns/nakai/member2")
+        "nakai",
+        "site-a",
+        2,
+        "127.0.1.12",
+        member_dir,
+        ControllerTLS(
+            member_dir / "tls" / "ca.crt", member_dir / "tls" / "client.crt", member_dir / "tls" / "client.key"
+        ),
     )
+    # Patroni's REST API is HTTPS, verified against the CA installed beside the member (plain HTTP is refused).
+    assert job.member.rest_url == "https://127.0.1.12:8008"
     assert job.member.pgbackrest_config == Path("/var/tmp/lab/site-a/towns/nakai/member2/pgbackrest.conf")
 
 

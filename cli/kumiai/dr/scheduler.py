@@ -31,7 +31,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kumiai.datalayer.target import as_user
-from kumiai.datalayer.topology import MemberLayout
+from kumiai.datalayer.topology import ControllerTLS, MemberLayout
 from kumiai.dr.backup import RepoBackup, backup_repo, is_primary
 from kumiai.dr.schedule import next_fire, parse
 
@@ -80,8 +80,16 @@ class BackupJob(BaseModel):
 
     @property
     def member(self) -> MemberLayout:
+        """The job's member, its REST API verified against the CA the role installed beside it (the scheduler asks
+        only whether the member leads: a GET that needs no credentials)."""
+        tls = self.member_dir / "tls"
         return MemberLayout(
-            town=self.town, site=self.site, index=self.index, address=str(self.address), dir=self.member_dir
+            town=self.town,
+            site=self.site,
+            index=self.index,
+            address=str(self.address),
+            dir=self.member_dir,
+            tls=ControllerTLS(ca_file=tls / "ca.crt", cert=tls / "client.crt", key=tls / "client.key"),
         )
 
 
