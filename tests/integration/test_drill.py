@@ -101,8 +101,8 @@ def test_a_drill_of_every_lab_town_passes_and_writes_its_evidence(drill_lab: Lab
         assert_scratch_gone(drill_lab, town)
         # The copy promoted itself to timeline 2 but never archived: no second timeline in the town's repos.
         for site in ("site-a", "site-b"):
-            archive = drill_lab.lab_dir / site / "backup" / "archive" / town["town"]
-            assert not list(archive.glob("*/00000002.history*")), archive
+            archive = drill_lab.lab_dir / site / "backup" / town["town"] / "archive" / town["town"]
+            assert archive.is_dir() and not list(archive.glob("*/00000002.history*")), archive
     assert_production_healthy(drill_lab)
     ends = audit_ends(drill_lab, "drill")
     assert ends[-1]["result"] == "ok" and ends[-1]["target"]["verdict"] == "pass"
@@ -140,7 +140,7 @@ def test_bad_drill_input_changes_nothing(drill_lab: Lab) -> None:
 
 def newest_backup_file(lab: Lab, town: str, repo_site: str) -> Path:
     """The largest file of the newest backup of the town in a site's repo: a relation's data."""
-    backups = lab.lab_dir / repo_site / "backup" / "backup" / town
+    backups = lab.lab_dir / repo_site / "backup" / town / "backup" / town
     newest = max((p for p in backups.iterdir() if p.is_dir() and p.name[:8].isdigit()), key=lambda p: p.name)
     return max((p for p in (newest / "pg_data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 

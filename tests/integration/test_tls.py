@@ -142,6 +142,7 @@ def test_postgres_refuses_plain_and_certificateless_connections(lab: Lab) -> Non
         sslkey=str(own / "client.key"),
         **repl,
     )
+    conn.autocommit = True  # a walsender takes replication commands, never a transaction block
     with conn.cursor() as cur:
         cur.execute("IDENTIFY_SYSTEM")
         assert cur.fetchone() is not None

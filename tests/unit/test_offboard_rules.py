@@ -57,11 +57,8 @@ def test_the_plan_lists_every_piece_of_the_town_at_both_sites_and_nothing_of_ano
         assert [p.name for p in s.job_files] == [f"nakai-{s.site}-1.json", f"nakai-{s.site}-2.json"]
         assert s.dcs_prefix == f"/kumiai/{s.site}/nakai/"
         assert s.directories == (lab / s.site / "towns" / "nakai", lab / s.site / "drills" / "nakai")
-        # Posix repos: the town's stanza directories, not the whole repo.
-        assert s.posix_repo == (
-            lab / s.site / "backup" / "archive" / "nakai",
-            lab / s.site / "backup" / "backup" / "nakai",
-        )
+        # Posix repos: the town's own repo directory, not the site's (which holds the other towns').
+        assert s.posix_repo == (lab / s.site / "backup" / "nakai",)
         assert s.bucket is None
     assert removal.s3_user is None
     assert removal.key_files[0] == lab / "secrets" / "nakai.vault.yml"

@@ -91,7 +91,7 @@ def removal_plan(topology: Topology, town_id: str, town_sites: list[str], s3_use
                 dcs_prefix=dcs_prefix(site.id, town_id),
                 etcd_endpoint=site.etcd_endpoint,
                 directories=_town_dirs(site, town_id, [m.dir for m in members]) if members else (),
-                posix_repo=() if store else (site.repo_path / "archive" / town_id, site.repo_path / "backup" / town_id),
+                posix_repo=() if store else (site.repo_path / town_id,),  # the town's own repo directory
                 bucket=store.bucket(town_id) if store else None,
             )
         )
