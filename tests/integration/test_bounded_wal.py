@@ -90,12 +90,12 @@ def dr_alerts(lab: Lab) -> tuple[dict[str, Any], list[str]]:
 
 
 def test_dr_outage_keeps_pg_wal_bounded_and_onboard_reclones_the_standby(wal_lab: Lab) -> None:
-    layout, secrets = lab_town(wal_lab.inventory, wal_lab.lab_dir, wal_lab.vault_key, TOWN)
+    layout, secrets = lab_town(wal_lab.inventory, wal_lab.lab_dir, wal_lab.vault_keys, TOWN)
     before = wal_lab.status()[TOWN]
     assert before["healthy"], before
     assert before["dr_slot"]["exists"] and before["dr_reclone"] is None, before
     leader = next(m for m in layout.at(PRIMARY) if m.name == before["primary"]["leader"])
-    with connect(leader.address, PG_PORT, secrets, app="kumiai-test") as conn, conn.cursor() as cur:
+    with connect(leader.address, PG_PORT, secrets, tls=leader.tls, app="kumiai-test") as conn, conn.cursor() as cur:
         cur.execute("SELECT current_setting('max_slot_wal_keep_size'), current_setting('max_wal_size')")
         # The tier's values, converged into the running cluster by the dynamic configuration.
         assert cur.fetchone() == ("512MB", "512MB")
@@ -104,7 +104,9 @@ def test_dr_outage_keeps_pg_wal_bounded_and_onboard_reclones_the_standby(wal_lab
     killed = faults.kill_site(wal_lab_site(wal_lab, DR))
     assert killed.pids
     app = town_endpoint(layout, secrets, (PRIMARY,))
-    filler = connect(leader.address, PG_PORT, secrets, database=layout.database, app="kumiai-test-filler")
+    filler = connect(
+        leader.address, PG_PORT, secrets, tls=leader.tls, database=layout.database, app="kumiai-test-filler"
+    )
     filler.autocommit = True
     written = 0
     with Writer(app, "waltest", interval_s=0.05) as writer, Sampler(leader) as sampler, filler.cursor() as cur:
@@ -206,7 +208,7 @@ def wal_lab_site(lab: Lab, site_id: str) -> SiteLayout:
 
 
 def query_text(member: MemberLayout, secrets: TownSecrets, sql: str) -> str | None:
-    with connect(member.address, PG_PORT, secrets, app="kumiai-test") as conn, conn.cursor() as cur:
+    with connect(member.address, PG_PORT, secrets, tls=member.tls, app="kumiai-test") as conn, conn.cursor() as cur:
         cur.execute(sql)
         (value,) = cur.fetchone()
     conn.close()

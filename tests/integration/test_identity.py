@@ -44,7 +44,7 @@ def postmaster(member: MemberLayout) -> int | None:
 def leader_of(town: TownLayout, secrets: TownSecrets) -> MemberLayout:
     for member in town.at(town.primary_site):
         try:
-            conn = connect(member.address, PG_PORT, secrets, app="kumiai-test-identity")
+            conn = connect(member.address, PG_PORT, secrets, tls=member.tls, app="kumiai-test-identity")
         except psycopg2.Error:
             continue
         try:
@@ -80,7 +80,7 @@ def private_files(town: TownLayout, member: MemberLayout) -> dict[str, tuple[str
 @contextlib.contextmanager
 def superuser(member: MemberLayout, secrets: TownSecrets) -> Iterator[Any]:
     """A cursor at the member as its town's superuser (autocommit: a refused read leaves nothing to roll back)."""
-    conn = connect(member.address, PG_PORT, secrets, app="kumiai-test-identity")
+    conn = connect(member.address, PG_PORT, secrets, tls=member.tls, app="kumiai-test-identity")
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

@@ -18,6 +18,7 @@ Typical use:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import re
 import threading
@@ -32,7 +33,7 @@ from typing import Any
 import psycopg2
 
 from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
-from kumiai.datalayer.topology import PG_PORT, SUPERUSER, TownLayout
+from kumiai.datalayer.topology import PG_PORT, SUPERUSER, ControllerTLS, TownLayout
 from kumiai.inventory import load_inventory
 from kumiai.lab.target import LabTarget
 
@@ -50,8 +51,15 @@ class Endpoint:
     user: str
     password: str = field(repr=False)
     port: int = PG_PORT
+    tls: ControllerTLS | None = None  # verify the server against the consortium CA (sslmode=verify-full)
+    client_cert: bool = False  # and present the controller's certificate (the superuser must)
 
     def connect(self, *, read_write: bool = True, application_name: str = "kumiai-test-writer") -> Any:
+        ssl: dict[str, str] = {}
+        if self.tls is not None:
+            ssl = {"sslmode": "verify-full", "sslrootcert": str(self.tls.ca_file)}
+            if self.client_cert:
+                ssl |= {"sslcert": str(self.tls.cert), "sslkey": str(self.tls.key)}
         return psycopg2.connect(
             host=",".join(self.hosts),
             port=",".join([str(self.port)] * len(self.hosts)),
@@ -66,24 +74,27 @@ class Endpoint:
             keepalives_interval=1,
             keepalives_count=2,
             application_name=application_name,
+            **ssl,
         )
 
     def only(self, *hosts: str) -> Endpoint:
         """The same database and credentials at other hosts (e.g. one member, to read what it holds)."""
-        return Endpoint(hosts=tuple(hosts), dbname=self.dbname, user=self.user, password=self.password, port=self.port)
+        return dataclasses.replace(self, hosts=tuple(hosts))
 
 
 def town_endpoint(town: TownLayout, secrets: TownSecrets, sites: Sequence[str] | None = None) -> Endpoint:
     """The town's database as its application user, over its members at these sites (default: both, primary first)."""
     order = sites or (town.primary_site, town.dr_site)
     hosts = tuple(m.address for site in order for m in town.at(site))
-    return Endpoint(hosts=hosts, dbname=town.database, user=town.app_user, password=secrets.app_password)
+    return Endpoint(
+        hosts=hosts, dbname=town.database, user=town.app_user, password=secrets.app_password, tls=town.members[0].tls
+    )
 
 
 def superuser_endpoint(town: TownLayout, secrets: TownSecrets, sites: Sequence[str] | None = None) -> Endpoint:
     """As town_endpoint, as the superuser (for checks that read server state, never for the writer's rows)."""
     app = town_endpoint(town, secrets, sites)
-    return Endpoint(hosts=app.hosts, dbname=app.dbname, user=SUPERUSER, password=secrets.superuser_password)
+    return dataclasses.replace(app, user=SUPERUSER, password=secrets.superuser_password, client_cert=True)
 
 
 def lab_town(inventory: Path, lab_dir: Path, vault_keys: Path, town_id: str) -> tuple[TownLayout, TownSecrets]:
