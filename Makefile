@@ -55,6 +55,7 @@ bench: setup lab-deps
 	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/dr.py
 	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/tls.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
