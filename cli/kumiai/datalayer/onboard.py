@@ -157,12 +157,18 @@ def onboard_towns(target: Target, town_ids: Sequence[str], op: Operation) -> lis
         result = target.run_playbook("onboard_town.yml", limit=limit_for(town_ids), towns=town_ids)
         step.detail = f"changed={result.changed}"
     with op.step("DR standby streaming, full backups in every repo") as step:
-        statuses = wait_healthy(target, topology, town_ids)
-        bad = [s.town for s in statuses if not s.healthy]
-        if bad:
-            raise KumiaiError(f"onboarded but not healthy after {HEALTHY_TIMEOUT_S:.0f} s: {', '.join(bad)}")
+        statuses = require_healthy(target, topology, town_ids, "onboarded")
         step.detail = f"{len(statuses)} towns healthy"
     op.target["changed"] = result.changed
+    return statuses
+
+
+def require_healthy(target: Target, topology: Topology, town_ids: Sequence[str], done: str) -> list[TownStatus]:
+    """wait_healthy, and an error naming the towns that did not become healthy after `done`."""
+    statuses = wait_healthy(target, topology, town_ids)
+    bad = [s.town for s in statuses if not s.healthy]
+    if bad:
+        raise KumiaiError(f"{done} but not healthy after {HEALTHY_TIMEOUT_S:.0f} s: {', '.join(bad)}")
     return statuses
 
 
@@ -193,11 +199,6 @@ def rotate_certificates(target: Target, op: Operation) -> dict[str, dict[str, in
             result = target.run_playbook("certs.yml", limit=limit_for(town_ids), towns=town_ids)
             step.detail = f"changed={result.changed}"
         with op.step("every town healthy with the new certificates") as step:
-            statuses = wait_healthy(target, topology, town_ids)
-            bad = [s.town for s in statuses if not s.healthy]
-            if bad:
-                raise KumiaiError(
-                    f"certificates rotated but not healthy after {HEALTHY_TIMEOUT_S:.0f} s: {', '.join(bad)}"
-                )
+            statuses = require_healthy(target, topology, town_ids, "certificates rotated")
             step.detail = f"{len(statuses)} towns healthy"
     return {path: {"before": before.get(path, 0), "after": number} for path, number in after.items()}
