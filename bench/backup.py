@@ -3,7 +3,7 @@ with and without the object stores.
 
 It builds its own labs in a temporary directory below /var/tmp on KUMIAI_BENCH_NETWORKS (default 127.0.1.0/24 and
 127.0.2.0/24: nothing else may run there) and removes them at the end:
-- `kumiai lab up --towns nakai` on inventories/lab (posix repos), then `lab down --purge`;
+- `kumiai lab up --towns nakai` on the lab inventory with posix repos, then `lab down --purge`;
 - the same on the lab inventory with both sites on S3 (tests/support/s3_inventory.py), which starts each site's
   Ceph cluster and radosgw;
 - on that S3 lab, a synthetic table of about --mb MB in nakai's database, then with one pgBackRest configuration
@@ -39,7 +39,7 @@ from kumiai.dr.backup import primary_leader  # noqa: E402
 from kumiai.inventory import load_inventory  # noqa: E402
 from kumiai.lab.target import LabTarget  # noqa: E402
 from onboard import run  # noqa: E402
-from support.s3_inventory import s3_lab_inventory  # noqa: E402
+from support.lab_inventory import posix_lab_inventory, s3_lab_inventory  # noqa: E402
 
 LAB_NETWORKS = ("127.0.1.0/24", "127.0.2.0/24")
 TOWN = "nakai"
@@ -146,8 +146,7 @@ def bench(mb: int) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="kumiai-bench-backup-", dir="/var/tmp"))
     base.chmod(0o755)
     try:
-        posix_inventory = base / "inventory-posix"
-        shutil.copytree(ROOT / "inventories" / "lab", posix_inventory)
+        posix_inventory = posix_lab_inventory(base / "inventory-posix")
         s3_inventory = s3_lab_inventory(base / "inventory-s3", retention_days=1)
         results: dict[str, Any] = {
             "machine": {

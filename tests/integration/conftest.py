@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
+from kumiai.datalayer.secrets import load_town_secrets
+from kumiai.datalayer.topology import Topology
+from kumiai.inventory import load_inventory
+from kumiai.lab.target import LabTarget
+from kumiai.objectstore.s3 import client
+from kumiai.objectstore.store import Credentials
 from support import faults
+from support.lab_inventory import posix_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -76,6 +83,17 @@ class Lab:
         """The towns' vault keys (<town>.key), as kumiai keeps them under the state directory."""
         return self.state_dir / "secrets" / "towns"
 
+    def topology(self) -> Topology:
+        return LabTarget(load_inventory(self.inventory), self.lab_dir).topology()
+
+    def town_s3(self, town: str, site: str) -> Any:
+        """A boto3 client of the site's object store with the town's own credentials (from its vault)."""
+        topology = self.topology()
+        secrets = load_town_secrets(topology.secrets_file(town), self.vault_keys)
+        store = topology.site(site).object_store
+        assert store is not None, f"{site} keeps no object store"
+        return client(store, Credentials(secrets.s3_access_key, secrets.s3_secret_key))
+
 
 def _answers(address: str, port: int) -> bool:
     try:
@@ -98,17 +116,24 @@ def networks(variable: str, default: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def build_lab(
-    test_networks: dict[str, str], towns: list[str] | None = None, source: Path = ROOT / "inventories" / "lab"
+    test_networks: dict[str, str],
+    towns: list[str] | None = None,
+    source: Path = ROOT / "inventories" / "lab",
+    posix: bool = False,
 ) -> Iterator[Lab]:
     """A lab built from nothing by `kumiai lab up` on these networks, in a directory of its own; removed after.
-    `source` is an inventory on the lab's networks (addresses in it, e.g. object store endpoints, move too)."""
+    `source` is an inventory on the lab's networks (addresses in it, e.g. object store endpoints, move too);
+    `posix` keeps the lab inventory's backups in posix directories instead of each site's object store."""
     etcd_hosts = [net.replace(".0/24", ".1") for net in test_networks.values()]
     if any(_answers(host, 2379) for host in etcd_hosts):
         pytest.fail(f"another test lab is running on {', '.join(etcd_hosts)}: stop it first (kumiai lab down)")
     base = Path(tempfile.mkdtemp(prefix="kumiai-it-", dir="/var/tmp"))
     base.chmod(0o755)
     inventory = base / "inventory"
-    shutil.copytree(source, inventory)
+    if posix:
+        posix_lab_inventory(inventory)
+    else:
+        shutil.copytree(source, inventory)
     consortium = inventory / "consortium.yaml"
     text = consortium.read_text(encoding="utf-8")
     for lab_net, test_net in test_networks.items():

@@ -1,13 +1,13 @@
 """Backups on the lab: run, list, verify (healthy, stale, broken) and the scheduler, against real pgBackRest.
 
-These tests share the session's lab and leave it as they found it: a damaged backup file is put back, and the
+These tests share the session's lab (each site's repos in its object store) and leave it as they found it: a damaged
+backup object is written back as it was (its newest version; the damaged one stays locked below it), and the
 every-minute schedule is replaced by the town's own before the test ends.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -123,17 +123,22 @@ def test_verify_fails_on_a_stale_town_naming_it_and_each_repo(lab: Lab, every_mi
 
 def test_verify_fails_on_a_broken_repo_naming_the_town_and_the_repo(lab: Lab) -> None:
     newest = [b for b in backups(lab, "nakai") if b["repo"] == 2 and b["type"] == "full"][-1]
-    # The town's own posix repo at site-b: <site repo>/<town> (one OS user per town), the stanza below it.
-    backup_dir = lab.lab_dir / "site-b" / "backup" / "nakai" / "backup" / "nakai" / newest["label"]
-    victim = next(
-        p for p in sorted((backup_dir / "pg_data" / "base").rglob("*")) if p.is_file() and p.stat().st_size > 4096
-    )
-    original = victim.read_bytes()
-    stat = victim.stat()
+    # nakai's repo2 is its bucket at site-b; a file of the backup's data, damaged with the town's own keys (a new
+    # version of the object: the one pgBackRest wrote stays locked underneath).
+    repo = lab.topology().towns["nakai"].repo("site-b")
+    assert repo.number == 2 and repo.bucket is not None
+    s3 = lab.town_s3("nakai", "site-b")
+    prefix = f"pgbackrest/backup/nakai/{newest['label']}/pg_data/base/"
+    objects = [
+        o
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
+    victim = next(o["Key"] for o in sorted(objects, key=lambda o: o["Key"]) if o["Size"] > 4096)
+    original = s3.get_object(Bucket=repo.bucket, Key=victim)["Body"].read()
+    damage = b"not what pgBackRest wrote"
     try:
-        with victim.open("r+b") as fh:
-            fh.seek(100)
-            fh.write(b"not what pgBackRest wrote")
+        s3.put_object(Bucket=repo.bucket, Key=victim, Body=original[:100] + damage + original[100 + len(damage) :])
         code, report, stderr = verify(lab, "--town", "nakai")
         assert code == 1
         assert "nakai repo2 at site-b (broken:" in stderr and "repo1" not in stderr, stderr
@@ -144,9 +149,7 @@ def test_verify_fails_on_a_broken_repo_naming_the_town_and_the_repo(lab: Lab) ->
         assert f"backup {newest['label']}: checksum invalid 1" in broken["broken"], broken
         assert "status: error" in broken["verify_report"]
     finally:
-        victim.write_bytes(original)
-        # pgBackRest compares sizes and checksums, but keep the file exactly as it was
-        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        s3.put_object(Bucket=repo.bucket, Key=victim, Body=original)
     code, _report, stderr = verify(lab, "--town", "nakai")
     assert code == 0, stderr
 

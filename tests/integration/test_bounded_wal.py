@@ -41,7 +41,7 @@ RESULTS = Path(os.environ.get("KUMIAI_BENCH_OUT", "/var/tmp")) / "kumiai-bounded
 
 @pytest.fixture(scope="module")
 def wal_lab() -> Iterator[Lab]:
-    with build_lab(networks("KUMIAI_TEST_WAL_NETWORKS", "127.0.77.0/24,127.0.78.0/24"), [TOWN]) as built:
+    with build_lab(networks("KUMIAI_TEST_WAL_NETWORKS", "127.0.77.0/24,127.0.78.0/24"), [TOWN], posix=True) as built:
         yield built
 
 

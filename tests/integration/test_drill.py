@@ -25,7 +25,7 @@ DRILL_TIMEOUT_S = 600
 
 @pytest.fixture(scope="module")
 def drill_lab() -> Iterator[Lab]:
-    with build_lab(networks("KUMIAI_TEST_DRILL_NETWORKS", "127.0.31.0/24,127.0.32.0/24")) as lab:
+    with build_lab(networks("KUMIAI_TEST_DRILL_NETWORKS", "127.0.31.0/24,127.0.32.0/24"), posix=True) as lab:
         for town in LAB_TOWNS:
             # Each town gets data of its own, so the drill has rows and checksums to compare.
             sql = (

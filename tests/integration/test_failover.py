@@ -38,7 +38,8 @@ HOME, DR = "site-a", "site-b"
 
 @pytest.fixture(scope="module")
 def dr_lab() -> Iterator[Lab]:
-    with build_lab(networks("KUMIAI_TEST_FAILOVER_NETWORKS", "127.0.43.0/24,127.0.44.0/24"), list(TOWNS)) as built:
+    nets = networks("KUMIAI_TEST_FAILOVER_NETWORKS", "127.0.43.0/24,127.0.44.0/24")
+    with build_lab(nets, list(TOWNS), posix=True) as built:
         yield built
 
 

@@ -20,15 +20,10 @@ from conftest import Lab, build_lab, networks, run_playbook
 
 from kumiai.audit.chain import head_of
 from kumiai.audit.trail import Trail, verify
-from kumiai.datalayer.secrets import load_town_secrets
-from kumiai.datalayer.topology import Topology
-from kumiai.inventory import load_inventory
-from kumiai.lab.target import LabTarget
 from kumiai.objectstore.evidence import EVIDENCE_RETENTION_DAYS, evidence_key, load_credentials, load_store
 from kumiai.objectstore.provision import evidence_spec
 from kumiai.objectstore.s3 import BucketSpec, client, town_user, weaker_than
-from kumiai.objectstore.store import Credentials
-from support.s3_inventory import s3_lab_inventory
+from support.lab_inventory import s3_lab_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +38,6 @@ def s3_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def topology_of(lab: Lab) -> Topology:
-    return LabTarget(load_inventory(lab.inventory), lab.lab_dir).topology()
-
-
-def town_s3(lab: Lab, town: str, site: str) -> Any:
-    """A boto3 client of the site's store with the town's own credentials (from its vault)."""
-    topology = topology_of(lab)
-    secrets = load_town_secrets(topology.secrets_file(town), lab.vault_keys)
-    store = topology.site(site).object_store
-    assert store is not None
-    return client(store, Credentials(secrets.s3_access_key, secrets.s3_secret_key))
-
-
 def refused(call: Any, **kwargs: Any) -> str:
     """The error code of a request the store must refuse."""
     with pytest.raises(botocore.exceptions.ClientError) as caught:
@@ -65,25 +47,25 @@ def refused(call: Any, **kwargs: Any) -> str:
 
 def test_onboarding_leaves_a_verified_full_backup_in_each_sites_bucket(s3_lab: Lab) -> None:
     status = s3_lab.status()
-    topology = topology_of(s3_lab)
+    topology = s3_lab.topology()
     for town in TOWNS:
         assert status[town]["healthy"], status[town]
         for repo in topology.towns[town].repos:
             backup = status[town]["backups"][f"repo{repo.number}"]
             assert backup is not None and backup["type"] == "full", (town, repo)
             # The backup is in the bucket, read with the town's own keys, and pgBackRest verifies it there.
-            s3 = town_s3(s3_lab, town, repo.site)
+            s3 = s3_lab.town_s3(town, repo.site)
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket=repo.bucket, Prefix="pgbackrest/")["Contents"]]
             assert any(k.endswith(f"/{backup['label']}/backup.manifest") for k in keys), keys
             assert any(re.search(r"/archive/[^/]+/archive.info$", k) for k in keys), keys
 
 
 def test_the_towns_own_credentials_cannot_weaken_or_delete_its_backups(s3_lab: Lab) -> None:
-    topology = topology_of(s3_lab)
+    topology = s3_lab.topology()
     for town in TOWNS:
         for repo in topology.towns[town].repos:
             assert repo.bucket is not None
-            s3 = town_s3(s3_lab, town, repo.site)
+            s3 = s3_lab.town_s3(town, repo.site)
             bucket = repo.bucket
             versions = s3.list_object_versions(Bucket=bucket, Prefix="pgbackrest/")["Versions"]
             assert versions
@@ -144,14 +126,14 @@ def test_the_towns_own_credentials_cannot_weaken_or_delete_its_backups(s3_lab: L
 
 
 def test_another_towns_credentials_reach_nothing_of_the_bucket(s3_lab: Lab) -> None:
-    topology = topology_of(s3_lab)
+    topology = s3_lab.topology()
     owner, other = TOWNS
     for repo in topology.towns[owner].repos:
-        s3 = town_s3(s3_lab, other, repo.site)
+        s3 = s3_lab.town_s3(other, repo.site)
         bucket = repo.bucket
         assert refused(s3.list_objects_v2, Bucket=bucket) == "AccessDenied"
         assert refused(s3.list_object_versions, Bucket=bucket) == "AccessDenied"
-        key = town_s3(s3_lab, owner, repo.site).list_objects_v2(Bucket=bucket, Prefix="pgbackrest/")["Contents"][0]
+        key = s3_lab.town_s3(owner, repo.site).list_objects_v2(Bucket=bucket, Prefix="pgbackrest/")["Contents"][0]
         assert refused(s3.get_object, Bucket=bucket, Key=key["Key"]) == "AccessDenied"
         assert refused(s3.put_object, Bucket=bucket, Key="pgbackrest/planted", Body=b"x") == "AccessDenied"
         assert refused(s3.delete_object, Bucket=bucket, Key=key["Key"]) == "AccessDenied"
@@ -175,10 +157,10 @@ def test_ransomware_with_the_towns_keys_is_undone_by_recover_and_a_drill_passes(
     """Every current object of the town's repo at its primary site deleted with the town's own keys; `backup
     recover --as-of` a moment before brings the repo back, and a restore drill from it passes with the data."""
     town = TOWNS[0]
-    topology = topology_of(s3_lab)
+    topology = s3_lab.topology()
     repo = topology.towns[town].repo(topology.towns[town].primary_site)
     assert repo.bucket is not None
-    s3 = town_s3(s3_lab, town, repo.site)
+    s3 = s3_lab.town_s3(town, repo.site)
     time.sleep(2)  # S3 times are whole seconds: nothing of the attack may share the moment recovered to
     before = datetime.datetime.now(datetime.UTC)
     time.sleep(2)
@@ -224,7 +206,7 @@ def test_evidence_and_the_audit_anchor_are_in_the_dr_sites_locked_bucket(s3_lab:
     """Every evidence file and every audit head is copied to the DR site's evidence bucket, which the evidence
     user cannot weaken or delete from; deleting the newest audit records with this machine's anchor rewritten to
     match passes the local check (the control) and is found against the bucket's anchor."""
-    topology = topology_of(s3_lab)
+    topology = s3_lab.topology()
     state = s3_lab.state_dir
     store = load_store(state)
     assert store is not None and store.site == "site-b", store  # role: dr in consortium.yaml

@@ -23,15 +23,13 @@ from kumiai.datalayer.etcd import etcd_pki
 from kumiai.datalayer.offboard import dcs_keys, dcs_prefix
 from kumiai.datalayer.secrets import TownSecrets, load_town_secrets
 from kumiai.datalayer.topology import Topology, TownLayout
-from kumiai.inventory import load_inventory
 from kumiai.lab.supervisor import program_states
-from kumiai.lab.target import LabTarget
 from kumiai.objectstore.lab import RadosgwAdmin
 from kumiai.objectstore.s3 import client
 from kumiai.objectstore.store import Credentials
 from support import faults
 from support.browser import rendered_dom, screenshot
-from support.s3_inventory import s3_lab_inventory
+from support.lab_inventory import s3_lab_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -46,10 +44,6 @@ def offboard_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     nets = networks("KUMIAI_TEST_OFFBOARD_NETWORKS", "127.0.81.0/24,127.0.82.0/24")
     with build_lab(nets, [GONE, KEPT], source=source) as lab:
         yield lab
-
-
-def topology_of(lab: Lab) -> Topology:
-    return LabTarget(load_inventory(lab.inventory), lab.lab_dir).topology()
 
 
 def owner_s3(topology: Topology, site: str) -> Any:
@@ -171,7 +165,7 @@ def test_offboarding_leaves_no_process_key_or_readable_backup_of_the_town_and_th
 ) -> None:
     lab = offboard_lab
     tmp_path.chmod(0o700)
-    topology = topology_of(lab)
+    topology = lab.topology()
     gone, kept = topology.towns[GONE], topology.towns[KEPT]
     keys = load_town_secrets(topology.secrets_file(GONE), lab.vault_keys)
 

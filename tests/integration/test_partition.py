@@ -44,7 +44,8 @@ WATCH_AFTER_HEAL_S = 30
 
 @pytest.fixture(scope="module")
 def plab() -> Iterator[Lab]:
-    with build_lab(networks("KUMIAI_TEST_PARTITION_NETWORKS", "127.0.41.0/24,127.0.42.0/24"), towns=[TOWN]) as built:
+    nets = networks("KUMIAI_TEST_PARTITION_NETWORKS", "127.0.41.0/24,127.0.42.0/24")
+    with build_lab(nets, towns=[TOWN], posix=True) as built:
         yield built
 
 

@@ -37,7 +37,7 @@ from kumiai.objectstore.evidence import (
     store_of,
 )
 from kumiai.objectstore.provision import evidence_spec
-from support.s3_inventory import s3_lab_inventory
+from support.lab_inventory import s3_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 

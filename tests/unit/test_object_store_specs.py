@@ -21,7 +21,7 @@ from kumiai.objectstore.lab import certificate, ensure_lab_certificates
 from kumiai.objectstore.recover import Entry, Step, plan_recovery
 from kumiai.objectstore.s3 import BucketSpec, town_user, weaker_than
 from kumiai.pki import ensure_ca, ensure_server_cert
-from support.s3_inventory import s3_lab_inventory
+from support.lab_inventory import s3_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 

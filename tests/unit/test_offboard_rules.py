@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from cli_helpers import LAB, kumiai_in_process, snapshot
 
 from kumiai.datalayer.etcd import range_end
@@ -32,22 +31,11 @@ from kumiai.inventory import load_inventory
 from kumiai.lab.layout import build_layout
 from kumiai.lab.slots import assign_slots, read_slots, release_slot
 from kumiai.lab.supervisor import remove_programs
-from support.s3_inventory import s3_lab_inventory
-
-
-def posix_inventory(dst: Path) -> Path:
-    """The lab inventory with posix repos at both sites, whatever inventories/lab holds."""
-    shutil.copytree(LAB, dst)
-    path = dst / "consortium.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for site in data["sites"]:
-        site["object_storage"] = {"type": "posix", "path": f"{site['id']}/backup"}
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return dst
+from support.lab_inventory import posix_lab_inventory, s3_lab_inventory
 
 
 def test_the_plan_lists_every_piece_of_the_town_at_both_sites_and_nothing_of_another(tmp_path: Path) -> None:
-    inv = load_inventory(posix_inventory(tmp_path / "inv"))
+    inv = load_inventory(posix_lab_inventory(tmp_path / "inv"))
     lab = tmp_path / "lab"
     topology = build_layout(lab, inv, {"nakai": 0, "kiyokawa": 1})
     removal = removal_plan(topology, "nakai", ["site-a", "site-b"], "kumiai-town-nakai")
@@ -81,7 +69,7 @@ def test_s3_repos_are_left_to_age_out_and_the_towns_user_is_disabled(tmp_path: P
 
 def test_a_town_without_its_slot_still_has_its_site_wide_pieces_removed(tmp_path: Path) -> None:
     """A run interrupted after the slot was released: the members are gone, the keys, repo and vault may not be."""
-    topology = build_layout(tmp_path, load_inventory(posix_inventory(tmp_path / "inv")), {"kiyokawa": 0})
+    topology = build_layout(tmp_path, load_inventory(posix_lab_inventory(tmp_path / "inv")), {"kiyokawa": 0})
     removal = removal_plan(topology, "nakai", ["site-a", "site-b"], "kumiai-town-nakai")
     assert all(s.programs == () and s.directories == () and s.posix_repo for s in removal.sites)
     assert removal.key_files == (tmp_path / "secrets" / "nakai.vault.yml", town_key_file("nakai"))
