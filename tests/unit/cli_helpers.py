@@ -17,6 +17,13 @@ KANAGAWA = ROOT / "inventories" / "kanagawa"
 KUMIAI = ROOT / ".venv" / "bin" / "kumiai"
 
 
+def lab_storage(site: str) -> str:
+    """A lab site's `object_storage` block as consortium.yaml spells it, for tests that replace it."""
+    net = {"site-a": 1, "site-b": 2}[site]
+    fields = ("type: s3", f"endpoint: https://127.0.{net}.3:7443", "region: default", f"bucket_prefix: lab-{site}")
+    return "\n      ".join(fields)
+
+
 @dataclass(frozen=True)
 class Result:
     code: int

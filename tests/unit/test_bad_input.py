@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_helpers import Result, copy_inventory, kumiai, kumiai_in_process, snapshot
+from cli_helpers import Result, copy_inventory, kumiai, kumiai_in_process, lab_storage, snapshot
 
 Mutation = Callable[[Path], None]
 
@@ -100,7 +100,8 @@ class Case:
 NAKAI = "towns/nakai.yaml"
 MANAZURU = "towns/manazuru.yaml"
 CONS = "consortium.yaml"
-SITE_A_STORAGE = "type: posix\n      path: site-a/backup"
+SITE_A_STORAGE = lab_storage("site-a")
+SITE_B_STORAGE = lab_storage("site-b")
 
 CASES = [
     # --- the 団体コード
@@ -353,7 +354,7 @@ CASES = [
     ),
     Case(
         "only-a-primary-site",
-        (cut(CONS, "  - id: site-b", "path: site-b/backup\n"),),
+        (cut(CONS, "  - id: site-b", "bucket_prefix: lab-site-b\n"),),
         ("inv/consortium.yaml: sites: at least one site must have role 'dr' (the remote copy), found none",),
     ),
     Case(
@@ -394,17 +395,17 @@ CASES = [
     ),
     Case(
         "posix-storage-with-s3-fields",
-        (edit(CONS, SITE_A_STORAGE, SITE_A_STORAGE + "\n      region: ap-northeast-1"),),
+        (edit(CONS, SITE_A_STORAGE, "type: posix\n      path: site-a/backup\n      region: ap-northeast-1"),),
         ("inv/consortium.yaml: sites[0].object_storage: type posix takes only path; remove region",),
     ),
     Case(
         "storage-path-leaves-the-lab",
-        (edit(CONS, "path: site-b/backup", "path: site-b/../../../srv"),),
+        (edit(CONS, SITE_B_STORAGE, "type: posix\n      path: site-b/../../../srv"),),
         ("inv/consortium.yaml: sites[1].object_storage.path: must not contain '..'",),
     ),
     Case(
         "storage-path-is-a-system-directory",
-        (edit(CONS, "path: site-b/backup", "path: /usr/lib/postgresql"),),
+        (edit(CONS, SITE_B_STORAGE, "type: posix\n      path: /usr/lib/postgresql"),),
         ("inv/consortium.yaml: sites[1].object_storage.path: must not be a system directory (/usr)",),
     ),
     Case(

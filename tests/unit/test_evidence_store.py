@@ -37,7 +37,7 @@ from kumiai.objectstore.evidence import (
     store_of,
 )
 from kumiai.objectstore.provision import evidence_spec
-from support.lab_inventory import s3_lab_inventory
+from support.lab_inventory import posix_lab_inventory, s3_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def test_copies_go_to_the_dr_site_whatever_the_order_in_consortium_yaml(tmp_path
 
 
 def test_without_an_object_store_at_the_dr_site_nothing_is_copied(tmp_path: Path) -> None:
-    posix = build_layout(tmp_path / "lab", load_inventory(ROOT / "inventories" / "lab"), {})
+    posix = build_layout(tmp_path / "lab", load_inventory(posix_lab_inventory(tmp_path / "posix")), {})
     assert evidence_site(posix.sites) is None
     # Only the primary site with a store: that is where the controller is, so still nothing.
     topology = s3_topology(tmp_path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_helpers import Result, clean_env, copy_inventory, kumiai, kumiai_in_process, snapshot
+from cli_helpers import Result, clean_env, copy_inventory, kumiai, kumiai_in_process, lab_storage, snapshot
 
 # Each payload, were it evaluated or written into a config file, would create this file: its absence shows that
 # nothing ran.
@@ -45,6 +45,8 @@ def quoted(value: str) -> str:
 
 CONS = "consortium.yaml"
 NAKAI = "towns/nakai.yaml"
+SITE_A_STORAGE = lab_storage("site-a")
+SITE_B_STORAGE = lab_storage("site-b")
 ATTACKS = [
     Attack("jinja-in-consortium-name", CONS, "name: lab", "name: " + quoted(JINJA), "name"),
     Attack("newline-in-consortium-name", CONS, "name: lab", "name: " + quoted("lab\nsites: []"), "name"),
@@ -74,23 +76,37 @@ ATTACKS = [
     Attack(
         "dotdot-storage-path",
         CONS,
-        "path: site-a/backup",
-        "path: ../../../../etc",
+        SITE_A_STORAGE,
+        "type: posix\n      path: ../../../../etc",
         "sites[0].object_storage.path",
     ),
     Attack(
         "system-storage-path",
         CONS,
-        "path: site-a/backup",
-        "path: /etc",
+        SITE_A_STORAGE,
+        "type: posix\n      path: /etc",
         "sites[0].object_storage.path",
     ),
     Attack(
         "below-a-system-storage-path",
         CONS,
-        "path: site-b/backup",
-        "path: /var/log/kumiai",
+        SITE_B_STORAGE,
+        "type: posix\n      path: /var/log/kumiai",
         "sites[1].object_storage.path",
+    ),
+    Attack(
+        "jinja-in-bucket-prefix",
+        CONS,
+        "bucket_prefix: lab-site-a",
+        "bucket_prefix: " + quoted(JINJA),
+        "sites[0].object_storage.bucket_prefix",
+    ),
+    Attack(
+        "newline-in-s3-endpoint",
+        CONS,
+        "endpoint: https://127.0.2.3:7443",
+        "endpoint: " + quoted("https://127.0.2.3:7443\n[program:pwn]"),
+        "sites[1].object_storage.endpoint",
     ),
     Attack(
         "jinja-in-local-system",

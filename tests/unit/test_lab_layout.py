@@ -16,6 +16,7 @@ from kumiai.inventory import Inventory, load_inventory
 from kumiai.lab.layout import build_layout, lowest_free_slot, max_slots, member_address
 from kumiai.lab.slots import assign_slots, read_slots
 from kumiai.models import Placement, Tier
+from support.lab_inventory import posix_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "inventories" / "lab"
@@ -72,7 +73,7 @@ def test_each_member_has_its_own_directories_and_socket(tmp_path: Path) -> None:
 
 
 def test_ansible_inventory_groups_and_vars(tmp_path: Path) -> None:
-    inv = load_inventory(LAB)
+    inv = load_inventory(posix_lab_inventory(tmp_path / "posix"))
     layout = build_layout(tmp_path, inv, {"nakai": 0})
     data = build_inventory(inv, layout, bin_dir=Path("/venv/bin"), python=Path("/venv/bin/python"))
     json.dumps(data)  # what ansible reads
@@ -112,7 +113,7 @@ def test_every_member_host_names_its_towns_os_user(tmp_path: Path) -> None:
 
 
 def test_each_towns_posix_repo_is_a_directory_of_its_own(tmp_path: Path) -> None:
-    inv = load_inventory(LAB)
+    inv = load_inventory(posix_lab_inventory(tmp_path / "posix"))
     layout = build_layout(tmp_path, inv, {"nakai": 0, "kiyokawa": 1})
     paths = [r.path for t in layout.towns.values() for r in t.repos]
     assert len(set(paths)) == len(paths) == 4
@@ -159,7 +160,7 @@ def _failed_over(inv: Inventory, town_id: str) -> Inventory:
 
 
 def test_repos_are_numbered_by_site_and_a_failover_keeps_the_numbers(tmp_path: Path) -> None:
-    inv = load_inventory(LAB)
+    inv = load_inventory(posix_lab_inventory(tmp_path / "posix"))
     before = build_layout(tmp_path, inv, {"nakai": 0}).towns["nakai"]
     after = build_layout(tmp_path, _failed_over(inv, "nakai"), {"nakai": 0}).towns["nakai"]
     assert (after.primary_site, after.dr_site) == ("site-b", "site-a")

@@ -21,7 +21,7 @@ from kumiai.objectstore.lab import certificate, ensure_lab_certificates
 from kumiai.objectstore.recover import Entry, Step, plan_recovery
 from kumiai.objectstore.s3 import BucketSpec, town_user, weaker_than
 from kumiai.pki import ensure_ca, ensure_server_cert
-from support.lab_inventory import s3_lab_inventory
+from support.lab_inventory import posix_lab_inventory, s3_lab_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ def test_s3_sites_give_each_town_a_bucket_per_site(tmp_path: Path) -> None:
 
 
 def test_posix_sites_keep_posix_repos(tmp_path: Path) -> None:
-    inv = load_inventory(ROOT / "inventories" / "lab")
+    inv = load_inventory(posix_lab_inventory(tmp_path / "inv"))
     topology = build_layout(tmp_path, inv, {"nakai": 0})
     assert all(s.object_store is None for s in topology.sites)
     data = build_inventory(inv, topology, bin_dir=Path("/b"), python=Path("/b/python"))
