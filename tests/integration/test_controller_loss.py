@@ -42,8 +42,8 @@ def test_after_losing_the_controllers_secrets_an_escrow_restores_a_town_from_the
         cur.execute(sql.SQL("INSERT INTO {} VALUES (%s)").format(sql.Identifier(MARKER_TABLE)), (marker,))
     conn.close()
 
-    # What the controller holds of secrets: the state directory's secrets/ (the towns' vault keys, the audit key)
-    # and the towns' vaults.
+    # What the controller holds of secrets: the state directory's secrets/ (the towns' vault keys, the audit key,
+    # the evidence store's S3 keys) and the towns' vaults.
     keys, vaults = lab.state_dir / "secrets", lab.lab_dir / "secrets"
     kept = tmp_path / "kept"  # the lab's own secrets, put back if the test fails before recovering them
     shutil.copytree(keys, kept / "keys")
@@ -76,6 +76,7 @@ def test_after_losing_the_controllers_secrets_an_escrow_restores_a_town_from_the
         assert recover.code == 0, recover
         assert json.loads(recover.stdout)["result"] == dict.fromkeys(header["towns"], "key and vault restored")
         assert json.loads(recover.stdout)["audit_key"] == "restored"
+        assert json.loads(recover.stdout)["evidence_keys"] == "restored"  # the DR site's anchor is read again
         recovered = True
         again = lab.kumiai("secrets", "recover", "--from", str(escrow_file), "--identity", str(identity), "--json")
         assert again.code == 0 and json.loads(again.stdout)["result"] == dict.fromkeys(header["towns"], "unchanged")
@@ -103,8 +104,9 @@ def test_after_losing_the_controllers_secrets_an_escrow_restores_a_town_from_the
         # Both recorded in the audit trail, without a secret.
         assert audit_ends(lab, "secrets escrow")[-1]["target"]["towns"] == header["towns"]
         assert audit_ends(lab, "secrets recover")[-1]["result"] == "ok"
-        verified = lab.kumiai("audit", "verify", timeout=120)
+        verified = lab.kumiai("audit", "verify", "--json", timeout=120)
         assert verified.code == 0, verified  # the recovered audit key continues the same chain
+        assert json.loads(verified.stdout)["remote_anchor"], verified  # checked against the DR site's anchor too
         log = (lab.state_dir / "audit" / "audit.jsonl").read_text(encoding="utf-8")
         key_text = (lab.vault_keys / f"{TOWN}.key").read_text(encoding="utf-8").strip()
         assert secrets.backup_cipher_pass not in log and key_text not in log

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,9 +13,11 @@ from cli_helpers import clean_env, copy_inventory, kumiai, kumiai_in_process
 
 from kumiai.audit.context import MASK, mask_argv
 from kumiai.audit.runs import parse_since
+from kumiai.audit.trail import Trail, verify
 from kumiai.errors import InputError
 from kumiai.ops import Operation
 from support.browser import rendered_dom, screenshot
+from support.lab_inventory import posix_lab_inventory, s3_lab_inventory
 from support.operations import kill_inside_an_operation
 
 APPROVAL = {"approver": "suzuki", "role": "監査", "key": "SHA256:q1w2e3", "verified": True}
@@ -246,3 +250,52 @@ def test_an_empty_trail_verifies_and_reports_no_records(tmp_path: Path, monkeypa
     assert report.code == 0 and "No records: nothing has been recorded" in report.stdout
     assert json.loads(kumiai_in_process("audit", "log", "--json").stdout) == []
     assert not (tmp_path / "state").exists()  # reading never creates a trail
+
+
+@dataclass(frozen=True)
+class ElsewhereAnchor:
+    """A remote anchor in some other bucket, holding this log's newest head (so only its place is wrong)."""
+
+    where: str
+    head: bytes
+
+    def put_head(self, seq: int, body: bytes) -> None:
+        raise AssertionError("verify writes nothing")
+
+    def newest_head(self) -> tuple[bytes | None, list[str]]:
+        return self.head, []
+
+
+def test_verify_requires_the_remote_anchor_the_inventory_keeps(
+    state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = tmp_path / "lab"
+    monkeypatch.setenv("KUMIAI_LAB_DIR", str(lab))
+    monkeypatch.setenv("KUMIAI_INVENTORY", str(s3_lab_inventory(tmp_path / "inv")))
+    # The control: a lab whose object stores were never built (or were purged) has no remote anchor to require.
+    assert kumiai_in_process("audit", "verify", "--json").code == 0
+    (lab / "site-b" / "objectstore").mkdir(parents=True)
+    expected = "https://127.0.2.3:7443/lab-site-b.evidence (site-b)"
+    # Built, and this machine's record of the store deleted: the remote check must not silently turn off.
+    for command in (("verify", "--json"), ("log", "--json"), ("report", "--json")):
+        run = kumiai_in_process("audit", *command)
+        assert run.code == 1, (command, run.stdout, run.stderr)
+    run = kumiai_in_process("audit", "verify", "--json")
+    problems = [p["problem"] for p in json.loads(run.stdout)["problems"]]
+    assert problems == [
+        f"the inventory keeps the audit anchor in {expected}, but this machine has no record of that store "
+        f"({state / 'evidence-store.json'} is missing): the log is not checked against it; `kumiai onboard` "
+        "writes the record again"
+    ]
+    # A record pointing at another bucket is found too, even when that bucket agrees with the log.
+    head = Trail.default().anchor.read_bytes()
+    elsewhere = ElsewhereAnchor("https://127.0.9.3:7443/other.evidence (site-x)", head)
+    checked = verify(dataclasses.replace(Trail.default(), remote=elsewhere), expected)
+    assert [p.message for p in checked.problems] == [
+        f"this machine reads the audit anchor from {elsewhere.where}, but the inventory keeps it in {expected}; "
+        "`kumiai onboard` writes the record again"
+    ]
+    assert verify(dataclasses.replace(Trail.default(), remote=elsewhere), elsewhere.where).ok
+    # A posix inventory keeps no remote anchor.
+    monkeypatch.setenv("KUMIAI_INVENTORY", str(posix_lab_inventory(tmp_path / "posix")))
+    assert kumiai_in_process("audit", "verify", "--json").code == 0

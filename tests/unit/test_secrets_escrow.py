@@ -29,6 +29,7 @@ from kumiai.inventory import load_inventory
 
 CONSORTIUM = load_inventory(LAB).consortium.name
 AUDIT_KEY = b"ab" * 32
+EVIDENCE_KEYS = b'{"access_key": "EVIDENCE0123456789AB", "secret_key": "evidence-secret"}\n'
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +54,7 @@ def sealed(tmp_path: Path, *towns: str) -> tuple[bytes, x25519.Identity, dict[st
     header = escrow.EscrowHeader(
         consortium=CONSORTIUM, towns=towns, created="2026-11-27T18:00:00+00:00", recipient=str(identity.to_public())
     )
-    data = escrow.seal(header, escrow.gather(topology, towns, keys), identity.to_public(), AUDIT_KEY)
+    data = escrow.seal(header, escrow.gather(topology, towns, keys), identity.to_public(), AUDIT_KEY, EVIDENCE_KEYS)
     return data, identity, secrets
 
 
@@ -142,6 +143,7 @@ def test_an_escrow_opens_with_the_identity_and_holds_every_towns_key_and_secrets
     contents = escrow.unseal(data, "escrow.json", identity)
     header, towns = contents.header, contents.towns
     assert header.towns == ("nakai", "oiso") and contents.audit_key == AUDIT_KEY
+    assert contents.evidence_keys == EVIDENCE_KEYS and b"evidence-secret" not in data
     assert {t: e.secrets for t, e in towns.items()} == secrets
     keys = tmp_path / "state" / "secrets"
     assert {t: e.key for t, e in towns.items()} == {t: (keys / f"{t}.key").read_bytes().strip() for t in secrets}
@@ -216,10 +218,13 @@ def test_secrets_recover_on_the_command_line(tmp_path: Path, monkeypatch: pytest
     done = kumiai_in_process(*args, "--json")
     assert done.code == 0, done
     assert json.loads(done.stdout)["result"] == {"nakai": "key and vault restored"}
-    assert json.loads(done.stdout)["audit_key"] == "restored"
+    assert json.loads(done.stdout)["audit_key"] == json.loads(done.stdout)["evidence_keys"] == "restored"
     assert (tmp_path / "state" / "secrets" / "audit.key").read_bytes().strip() == AUDIT_KEY
+    evidence_keys = tmp_path / "state" / "secrets" / "evidence-s3.json"
+    assert evidence_keys.read_bytes() == EVIDENCE_KEYS and evidence_keys.stat().st_mode & 0o777 == 0o600
     again = kumiai_in_process(*args, "--json")
     assert again.code == 0 and json.loads(again.stdout)["audit_key"] == "unchanged", again
+    assert json.loads(again.stdout)["evidence_keys"] == "unchanged"
     vault = tmp_path / "lab" / "secrets" / "nakai.vault.yml"
     assert load_town_secrets(vault, tmp_path / "state" / "secrets" / "towns") == secrets["nakai"]
     audit = (tmp_path / "state" / "audit" / "audit.jsonl").read_text(encoding="utf-8")
@@ -229,6 +234,12 @@ def test_secrets_recover_on_the_command_line(tmp_path: Path, monkeypatch: pytest
     before = snapshot(tmp_path / "state" / "secrets")
     other = kumiai_in_process(*args)
     assert other.code == 2 and "audit.key: audit key: a different audit key exists here" in other.stderr, other
+    assert snapshot(tmp_path / "state" / "secrets") == before
+    (tmp_path / "state" / "secrets" / "audit.key").write_bytes(AUDIT_KEY + b"\n")
+    evidence_keys.write_bytes(b'{"access_key": "OTHER", "secret_key": "other"}\n')
+    before = snapshot(tmp_path / "state" / "secrets")
+    other = kumiai_in_process(*args)
+    assert other.code == 2 and "evidence-s3.json: evidence keys: different evidence store keys" in other.stderr, other
     assert snapshot(tmp_path / "state" / "secrets") == before
     escrow_file.write_bytes(data.replace(b'"nakai"', b'"oiso"', 1))
     tampered = kumiai_in_process(*args)

@@ -32,7 +32,7 @@ from kumiai import paths
 from kumiai.audit.chain import Checked, Flaw, Head, canonical, check, head_of, parse, seal, seal_problem
 from kumiai.console import err
 from kumiai.errors import InputError, KumiaiError, Problem
-from kumiai.objectstore.evidence import mirror_for
+from kumiai.objectstore.evidence import CONFIG_FILE, mirror_for
 
 ANCHOR_FILE = "audit-head.json"
 KEY_BYTES = 32
@@ -317,9 +317,27 @@ def _loose_modes(trail: Trail) -> list[str]:
     return found
 
 
-def verify(trail: Trail) -> Verification:
-    """Check the log against its key and anchor."""
+def verify(trail: Trail, expected_remote: str | None = None) -> Verification:
+    """Check the log against its key and anchor, and against the remote anchor. `expected_remote`: where the
+    inventory says the remote anchor is; the check then fails when this machine's settings name no remote anchor
+    or another one (deleting or editing the state directory's evidence-store.json must not turn the check off)."""
     problems: list[Flaw] = []
+    if expected_remote is not None:
+        if trail.remote is None:
+            problems.append(
+                Flaw(
+                    f"the inventory keeps the audit anchor in {expected_remote}, but this machine has no record of "
+                    f"that store ({trail.log.parent.parent / CONFIG_FILE} is missing): the log is not checked "
+                    "against it; `kumiai onboard` writes the record again"
+                )
+            )
+        elif trail.remote.where != expected_remote and not isinstance(trail.remote, _Unusable):
+            problems.append(
+                Flaw(
+                    f"this machine reads the audit anchor from {trail.remote.where}, but the inventory keeps it in "
+                    f"{expected_remote}; `kumiai onboard` writes the record again"
+                )
+            )
     key = None
     try:
         key = _read_key(trail)

@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 
+from kumiai import paths
 from kumiai.audit.trail import Trail
 from kumiai.commands.common import JsonOpt, current_target
 from kumiai.console import emit_json, out
 from kumiai.datalayer import escrow
 from kumiai.datalayer.secrets import write_private
 from kumiai.errors import InputError, KumiaiError, Problem
+from kumiai.objectstore.evidence import CREDENTIALS_FILE
 from kumiai.ops import Operation
 
 secrets_app = typer.Typer(
@@ -62,7 +64,8 @@ def escrow_cmd(
     with Operation("secrets escrow", target=facts) as op:
         with op.step(f"seal {len(towns)} towns' keys and credentials") as step:
             audit_key = escrow.read_audit_key(Trail.default().key)
-            data = escrow.seal(header, escrow.gather(topology, towns), recipient, audit_key)
+            evidence_keys = escrow.read_private_file(evidence_keys_file())
+            data = escrow.seal(header, escrow.gather(topology, towns), recipient, audit_key, evidence_keys)
             write_private(path, data)
             step.detail = f"sha256 {escrow.digest(data)}"
         op.target["sha256"] = escrow.digest(data)
@@ -71,6 +74,11 @@ def escrow_cmd(
         return
     out.print(f"escrow of {len(towns)} towns ({', '.join(towns)}) sealed to {header.recipient}: {path}")
     out.print("Keep it at the DR site; the identity that opens it stays offline.")
+
+
+def evidence_keys_file() -> Path:
+    """The evidence store's S3 keys (kumiai.objectstore.evidence), beside the audit key."""
+    return paths.state_dir() / "secrets" / CREDENTIALS_FILE
 
 
 @secrets_app.command("recover")
@@ -107,20 +115,25 @@ def recover_cmd(
         "towns": list(header.towns),
     }
     topology, known, audit_key_file = target.topology(), list(target.inventory.towns), Trail.default().key
-    problems = escrow.conflicts(topology, contents, known, audit_key_file)
+    problems = escrow.conflicts(topology, contents, known, audit_key_file, evidence_keys_file=evidence_keys_file())
     if problems:
         raise InputError(problems)
-    # The audit key first: recording this run needs it when the controller lost it with the rest.
-    audit_key = escrow.recover_audit_key(contents, audit_key_file)
+    # The audit key and the evidence store's keys first: recording this run needs them (its head goes to the other
+    # site's anchor) when the controller lost them with the rest.
+    controller = {
+        "audit_key": escrow.recover_audit_key(contents, audit_key_file),
+        "evidence_keys": escrow.recover_evidence_keys(contents, evidence_keys_file()),
+    }
     with Operation("secrets recover", target=facts) as op:
         with op.step(f"restore {len(contents.towns)} towns' keys and vaults") as step:
             recovery = escrow.recover(topology, contents.towns, known)
             step.detail = ", ".join(f"{t} {what}" for t, what in recovery.towns.items())
-        op.target.update({"result": recovery.towns, "skipped": recovery.skipped, "audit_key": audit_key})
+        op.target.update({"result": recovery.towns, "skipped": recovery.skipped, **controller})
     if json_:
-        emit_json({**facts, "result": recovery.towns, "skipped": recovery.skipped, "audit_key": audit_key})
+        emit_json({**facts, "result": recovery.towns, "skipped": recovery.skipped, **controller})
         return
-    out.print(f"audit key: {audit_key}")
+    out.print(f"audit key: {controller['audit_key']}")
+    out.print(f"evidence store keys: {controller['evidence_keys']}")
     for town_id, what in recovery.towns.items():
         out.print(f"{town_id}: {what}")
     if recovery.skipped:

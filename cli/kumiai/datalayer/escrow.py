@@ -1,7 +1,8 @@
 """Escrow of the towns' secrets, so that losing the controller does not lose the DR site's backups.
 
-An escrow file holds every town's vault key and credentials (database passwords, backup cipher key, S3 keys), and
-the audit log's key (kumiai.audit.trail: without it the log can be neither verified nor continued), encrypted
+An escrow file holds every town's vault key and credentials (database passwords, backup cipher key, S3 keys), the
+audit log's key (kumiai.audit.trail: without it the log can be neither verified nor continued) and the evidence
+store's S3 keys (kumiai.objectstore.evidence: without them the anchor at the other site cannot be read), encrypted
 with age (X25519, the pyrage library) to one recipient whose identity is kept offline. The file is JSON: in clear
 what it is (consortium, towns, when, recipient), and `age`, the sealed payload. The payload repeats the clear
 fields, so a changed header is refused like a changed payload (age authenticates the payload). `recover` puts the
@@ -67,6 +68,7 @@ class Contents:
     header: EscrowHeader
     towns: dict[str, TownEscrow]
     audit_key: bytes | None = field(default=None, repr=False)
+    evidence_keys: bytes | None = field(default=None, repr=False)  # the evidence store's keys file, as it was
 
 
 @dataclass
@@ -132,16 +134,26 @@ def read_audit_key(path: Path) -> bytes | None:
     return read_key(path) if path.exists() else None
 
 
+def read_private_file(path: Path) -> bytes | None:
+    """A secret file's bytes after checking that only its owner can read it; None when there is none."""
+    if not path.exists():
+        return None
+    check_private(path, "a secrets file")
+    return path.read_bytes()
+
+
 def seal(
     header: EscrowHeader,
     towns: Mapping[str, TownEscrow],
     recipient: x25519.Recipient,
     audit_key: bytes | None = None,
+    evidence_keys: bytes | None = None,
 ) -> bytes:
     """The escrow file's content."""
     payload = {
         "header": header.as_dict(),
         "audit_key": audit_key.decode() if audit_key else None,
+        "evidence_keys": evidence_keys.decode() if evidence_keys else None,
         "towns": {t: {"key": e.key.decode(), "secrets": asdict(e.secrets)} for t, e in sorted(towns.items())},
     }
     sealed = pyrage.encrypt(json.dumps(payload, sort_keys=True).encode(), [recipient])
@@ -196,8 +208,13 @@ def unseal(data: bytes, source: str, identity: x25519.Identity) -> Contents:
     towns = {
         t: TownEscrow(key=v["key"].encode(), secrets=TownSecrets(**v["secrets"])) for t, v in payload["towns"].items()
     }
-    audit_key = payload.get("audit_key")
-    return Contents(header=header, towns=towns, audit_key=audit_key.encode() if audit_key else None)
+    audit_key, evidence_keys = payload.get("audit_key"), payload.get("evidence_keys")
+    return Contents(
+        header=header,
+        towns=towns,
+        audit_key=audit_key.encode() if audit_key else None,
+        evidence_keys=evidence_keys.encode() if evidence_keys else None,
+    )
 
 
 def digest(data: bytes) -> str:
@@ -228,12 +245,23 @@ def conflicts(
     known: Sequence[str],
     audit_key_file: Path,
     keys: Path | None = None,
+    evidence_keys_file: Path | None = None,
 ) -> list[Problem]:
     """Why recovering would overwrite something different (empty: it may go ahead)."""
     problems = [p for t, e in sorted(contents.towns.items()) if t in known for p in _conflicts(topology, t, e, keys)]
     if contents.audit_key and audit_key_file.exists() and read_key(audit_key_file) != contents.audit_key:
         problems.append(
             Problem(str(audit_key_file), "audit key", "a different audit key exists here: move it away first")
+        )
+    if (
+        contents.evidence_keys
+        and evidence_keys_file is not None
+        and read_private_file(evidence_keys_file) not in (None, contents.evidence_keys)
+    ):
+        problems.append(
+            Problem(
+                str(evidence_keys_file), "evidence keys", "different evidence store keys exist here: move them away"
+            )
         )
     return problems
 
@@ -247,6 +275,19 @@ def recover_audit_key(contents: Contents, audit_key_file: Path) -> str:
             raise InputError(Problem(str(audit_key_file), "audit key", "a different audit key exists here"))
         return "unchanged"
     write_private(audit_key_file, contents.audit_key + b"\n")
+    return "restored"
+
+
+def recover_evidence_keys(contents: Contents, path: Path) -> str:
+    """Put the evidence store's keys back when they are missing."""
+    if contents.evidence_keys is None:
+        return "not in the escrow"
+    existing = read_private_file(path)
+    if existing is not None:
+        if existing != contents.evidence_keys:
+            raise InputError(Problem(str(path), "evidence keys", "different evidence store keys exist here"))
+        return "unchanged"
+    write_private(path, contents.evidence_keys)
     return "restored"
 
 
