@@ -175,30 +175,30 @@ TABLE_COLUMNS = ("table", "rows at primary", "rows recovered", "checksum at prim
 STEP_COLUMNS = ("step", "status", "seconds", "detail")
 
 
-def _md_row(cells: Sequence[str]) -> str:
+def md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
 def to_markdown(ev: DrillEvidence) -> str:
     lines = [f"# Restore drill 復元訓練: {ev.town_name} ({ev.town}) — {ev.verdict.upper()}", ""]
-    lines += [_md_row(("", "")), _md_row(("---", "---"))]
-    lines += [_md_row((k, v)) for k, v in facts(ev)]
+    lines += [md_row(("", "")), md_row(("---", "---"))]
+    lines += [md_row((k, v)) for k, v in facts(ev)]
     if ev.reasons:
         lines += ["", "## Why it failed", ""] + [f"- {r}" for r in ev.reasons]
     lines += ["", "## How RPO and RTO are measured", "", MEASURES]
     lines += ["", "## Tables compared", "", ev.comparison.method, "", f"Caveat: {ev.comparison.caveat}", ""]
     if ev.comparison.tables:
-        lines += [_md_row(TABLE_COLUMNS), _md_row(["---"] * len(TABLE_COLUMNS))]
-        lines += [_md_row(_table_cells(t)) for t in ev.comparison.tables]
+        lines += [md_row(TABLE_COLUMNS), md_row(["---"] * len(TABLE_COLUMNS))]
+        lines += [md_row(_table_cells(t)) for t in ev.comparison.tables]
     else:
         lines.append("No table was compared.")
-    lines += ["", "## Steps", "", _md_row(STEP_COLUMNS), _md_row(["---"] * len(STEP_COLUMNS))]
-    lines += [_md_row((s.name, s.status, f"{s.seconds:.3f}", s.detail)) for s in ev.steps]
+    lines += ["", "## Steps", "", md_row(STEP_COLUMNS), md_row(["---"] * len(STEP_COLUMNS))]
+    lines += [md_row((s.name, s.status, f"{s.seconds:.3f}", s.detail)) for s in ev.steps]
     lines += ["", "## Tools", ""] + [f"- {k}: {v}" for k, v in sorted(ev.tools.items())]
     return "\n".join(lines) + "\n"
 
 
-def _h(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -212,43 +212,49 @@ svg text { font-family: "Noto Sans CJK JP", "Noto Sans JP", sans-serif; font-siz
 )
 
 
-def _page(title: str, body: list[str]) -> str:
-    head = f'<!DOCTYPE html>\n<html lang="ja"><head><meta charset="utf-8"><title>{_h(title)}</title>'
+def html_page(title: str, body: list[str]) -> str:
+    head = f'<!DOCTYPE html>\n<html lang="ja"><head><meta charset="utf-8"><title>{esc(title)}</title>'
     return "\n".join([head, f"<style>{PAGE_CSS}</style></head><body>", *body, "</body></html>"]) + "\n"
 
 
-def _html_table(columns: Sequence[str], rows: Sequence[tuple[Sequence[str], str]]) -> str:
-    head = "".join(f"<th>{_h(c)}</th>" for c in columns)
-    body = "".join(f'<tr class="{css}">' + "".join(f"<td>{_h(c)}</td>" for c in cells) + "</tr>" for cells, css in rows)
+def html_table(columns: Sequence[str], rows: Sequence[tuple[Sequence[str], str]]) -> str:
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(
+        f'<tr class="{css}">' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells, css in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def to_html(ev: DrillEvidence) -> str:
     body = [
-        f'<h1>Restore drill 復元訓練: {_h(ev.town_name)} ({_h(ev.town)}) — <span id="verdict" '
-        f'class="verdict-{ev.verdict}">{_h(ev.verdict.upper())}</span></h1>',
-        "<table><tbody>" + "".join(f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in facts(ev)) + "</tbody>"
+        f'<h1>Restore drill 復元訓練: {esc(ev.town_name)} ({esc(ev.town)}) — <span id="verdict" '
+        f'class="verdict-{ev.verdict}">{esc(ev.verdict.upper())}</span></h1>',
+        "<table><tbody>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts(ev)) + "</tbody>"
         "</table>",
     ]
     if ev.reasons:
-        body += ['<h2>Why it failed</h2><div class="broken">', *(f"<p>{_h(r)}</p>" for r in ev.reasons), "</div>"]
+        body += [
+            '<h2>Why it failed</h2><div class="broken">',
+            *(f"<p>{esc(r)}</p>" for r in ev.reasons),
+            "</div>",
+        ]
     body += [
         "<h2>How RPO and RTO are measured</h2>",
-        f"<p>{_h(MEASURES)}</p>",
+        f"<p>{esc(MEASURES)}</p>",
         "<h2>Tables compared</h2>",
-        f"<p>{_h(ev.comparison.method)}</p>",
-        f"<p>Caveat: {_h(ev.comparison.caveat)}</p>",
+        f"<p>{esc(ev.comparison.method)}</p>",
+        f"<p>Caveat: {esc(ev.comparison.caveat)}</p>",
     ]
     rows = [(_table_cells(t), "" if t.match else "fail") for t in ev.comparison.tables]
-    body.append(_html_table(TABLE_COLUMNS, rows) if rows else "<p>No table was compared.</p>")
+    body.append(html_table(TABLE_COLUMNS, rows) if rows else "<p>No table was compared.</p>")
     body.append("<h2>Steps</h2>")
     steps = [
         ((s.name, s.status, f"{s.seconds:.3f}", s.detail), "fail" if s.status == "failed" else "") for s in ev.steps
     ]
-    body.append(_html_table(STEP_COLUMNS, steps))
-    body.append("<h2>Tools</h2><ul>" + "".join(f"<li>{_h(k)}: {_h(v)}</li>" for k, v in sorted(ev.tools.items())))
+    body.append(html_table(STEP_COLUMNS, steps))
+    body.append("<h2>Tools</h2><ul>" + "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in sorted(ev.tools.items())))
     body.append("</ul>")
-    return _page(f"Restore drill {ev.town} {ev.started_at}", body)
+    return html_page(f"Restore drill {ev.town} {ev.started_at}", body)
 
 
 # --- the consortium summary
@@ -285,7 +291,7 @@ def _panel(title: str, rows: Sequence[tuple[str, float | None, int, bool]], y0: 
         clipped = min(max(value, bottom), top)
         return x0 + CHART_W * math.log10(clipped / bottom) / math.log10(top / bottom)
 
-    parts = [f'<text x="0" y="{y0 + 14}" font-weight="bold">{_h(title)}</text>']
+    parts = [f'<text x="0" y="{y0 + 14}" font-weight="bold">{esc(title)}</text>']
     y = y0 + 26
     height = ROW_H * len(rows)
     tick = bottom
@@ -296,14 +302,14 @@ def _panel(title: str, rows: Sequence[tuple[str, float | None, int, bool]], y0: 
         tick *= 10
     for label, measured, target, failed in rows:
         colour = "#b00020" if failed else "#1b6e2a"
-        parts.append(f'<text x="0" y="{y + BAR_H - 3}">{_h(label)}</text>')
+        parts.append(f'<text x="0" y="{y + BAR_H - 3}">{esc(label)}</text>')
         if measured is None:
             parts.append(f'<text x="{x0 + 4}" y="{y + BAR_H - 3}" fill="#b00020">not measured</text>')
         else:
             width = max(x(measured) - x0, 2.0)
             parts.append(
                 f'<rect class="measured" x="{x0}" y="{y}" width="{width:.1f}" height="{BAR_H}" fill="{colour}">'
-                f"<title>{_h(label)}: {measured:.2f} s</title></rect>"
+                f"<title>{esc(label)}: {measured:.2f} s</title></rect>"
             )
             parts.append(f'<text x="{x0 + width + 4:.1f}" y="{y + BAR_H - 3}">{measured:.2f} s</text>')
         tx = x(target)
@@ -362,16 +368,16 @@ def summary_html(records: Sequence[DrillEvidence], links: dict[str, str], consor
         for e in towns
     ]
     body = [
-        f"<h1>Restore drills 復元訓練 — {_h(consortium)}</h1>",
+        f"<h1>Restore drills 復元訓練 — {esc(consortium)}</h1>",
         f'<p id="tally">{passed} of {len(towns)} towns passed their newest drill; {len(records)} drills on record.</p>',
         summary_svg(records) if towns else "<p>No drill on record yet.</p>",
         "<h2>Newest drill per town</h2>",
-        _html_table(SUMMARY_COLUMNS, rows),
+        html_table(SUMMARY_COLUMNS, rows),
         "<h2>Every drill</h2><ul>",
     ]
     for e in sorted(records, key=lambda r: r.started_at, reverse=True):
         href = links.get(e.drill_id)
         text = f"{e.started_at} {e.town} {e.verdict.upper()}"
-        body.append(f'<li><a href="{_h(href)}">{_h(text)}</a></li>' if href else f"<li>{_h(text)}</li>")
+        body.append(f'<li><a href="{esc(href)}">{esc(text)}</a></li>' if href else f"<li>{esc(text)}</li>")
     body.append("</ul>")
-    return _page(f"Restore drills {consortium}", body)
+    return html_page(f"Restore drills {consortium}", body)

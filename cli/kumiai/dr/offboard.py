@@ -32,7 +32,7 @@ from kumiai.datalayer.offboard import (
 )
 from kumiai.datalayer.secrets import load_town_secrets, shred_town_key
 from kumiai.datalayer.target import Target
-from kumiai.dr.evidence import StepRecord, _h, _html_table, _md_row, _page
+from kumiai.dr.evidence import StepRecord, esc, html_page, html_table, md_row
 from kumiai.errors import KumiaiError
 from kumiai.inventory import TOWNS_DIR, Inventory
 from kumiai.objectstore.retire import retire_bucket
@@ -225,48 +225,48 @@ BUCKETS_TEXT = (
 
 def to_markdown(ev: OffboardEvidence) -> str:
     lines = [f"# Offboarding 脱退: {ev.town_name} ({ev.town})", ""]
-    lines += [_md_row(("", "")), _md_row(("---", "---"))] + [_md_row(f) for f in facts(ev)]
-    lines += ["", "## Removed at each site", "", _md_row(SITE_COLUMNS), _md_row(["---"] * len(SITE_COLUMNS))]
-    lines += [_md_row(_site_cells(s)) for s in ev.sites]
+    lines += [md_row(("", "")), md_row(("---", "---"))] + [md_row(f) for f in facts(ev)]
+    lines += ["", "## Removed at each site", "", md_row(SITE_COLUMNS), md_row(["---"] * len(SITE_COLUMNS))]
+    lines += [md_row(_site_cells(s)) for s in ev.sites]
     lines += ["", "## Locked backups", "", BUCKETS_TEXT, ""]
     if ev.buckets:
-        lines += [_md_row(BUCKET_COLUMNS), _md_row(["---"] * len(BUCKET_COLUMNS))]
-        lines += [_md_row(_bucket_cells(b)) for b in ev.buckets]
+        lines += [md_row(BUCKET_COLUMNS), md_row(["---"] * len(BUCKET_COLUMNS))]
+        lines += [md_row(_bucket_cells(b)) for b in ev.buckets]
     else:
         lines.append("The town's repos were posix directories: their contents are deleted.")
     lines += ["", "## Crypto-shredding", "", SHRED_NOTE, "", f"**Escrow:** {ev.escrow_note}"]
-    lines += ["", "## Steps", "", _md_row(STEP_COLUMNS), _md_row(["---"] * len(STEP_COLUMNS))]
-    lines += [_md_row((s.name, s.status, f"{s.seconds:.3f}", s.detail)) for s in ev.steps]
+    lines += ["", "## Steps", "", md_row(STEP_COLUMNS), md_row(["---"] * len(STEP_COLUMNS))]
+    lines += [md_row((s.name, s.status, f"{s.seconds:.3f}", s.detail)) for s in ev.steps]
     lines += ["", "## Tools", ""] + [f"- {k}: {v}" for k, v in sorted(ev.tools.items())]
     return "\n".join(lines) + "\n"
 
 
 def to_html(ev: OffboardEvidence) -> str:
     body = [
-        f'<h1>Offboarding 脱退: {_h(ev.town_name)} (<span id="town">{_h(ev.town)}</span>)</h1>',
-        "<table><tbody>" + "".join(f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in facts(ev)) + "</tbody>"
+        f'<h1>Offboarding 脱退: {esc(ev.town_name)} (<span id="town">{esc(ev.town)}</span>)</h1>',
+        "<table><tbody>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts(ev)) + "</tbody>"
         "</table>",
         "<h2>Removed at each site</h2>",
-        _html_table(SITE_COLUMNS, [(_site_cells(s), "") for s in ev.sites]),
+        html_table(SITE_COLUMNS, [(_site_cells(s), "") for s in ev.sites]),
         "<h2>Locked backups</h2>",
-        f"<p>{_h(BUCKETS_TEXT)}</p>",
-        _html_table(BUCKET_COLUMNS, [(_bucket_cells(b), "") for b in ev.buckets])
+        f"<p>{esc(BUCKETS_TEXT)}</p>",
+        html_table(BUCKET_COLUMNS, [(_bucket_cells(b), "") for b in ev.buckets])
         if ev.buckets
         else "<p>The town's repos were posix directories: their contents are deleted.</p>",
         "<h2>Crypto-shredding</h2>",
-        f"<p>{_h(SHRED_NOTE)}</p>",
-        f'<p id="escrow"><strong>Escrow:</strong> {_h(ev.escrow_note)}</p>',
+        f"<p>{esc(SHRED_NOTE)}</p>",
+        f'<p id="escrow"><strong>Escrow:</strong> {esc(ev.escrow_note)}</p>',
         "<h2>Steps</h2>",
-        _html_table(
+        html_table(
             STEP_COLUMNS,
             [
                 ((s.name, s.status, f"{s.seconds:.3f}", s.detail), "fail" if s.status == "failed" else "")
                 for s in ev.steps
             ],
         ),
-        "<h2>Tools</h2><ul>" + "".join(f"<li>{_h(k)}: {_h(v)}</li>" for k, v in sorted(ev.tools.items())) + "</ul>",
+        "<h2>Tools</h2><ul>" + "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in sorted(ev.tools.items())) + "</ul>",
     ]
-    return _page(f"Offboarding {ev.town} {ev.started_at}", body)
+    return html_page(f"Offboarding {ev.town} {ev.started_at}", body)
 
 
 # --- evidence on disk
