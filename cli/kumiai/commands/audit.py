@@ -129,7 +129,9 @@ def verified(ctx: typer.Context) -> tuple[Trail, Verification]:
 @audit_app.command("verify")
 def verify_cmd(ctx: typer.Context, json_: JsonOpt = False) -> None:
     """Check every record against the key, the chain and the anchor; name the first bad record (exit 1 if any).
-    Where the inventory's DR site has an object store, its copy of the anchor must be checked too."""
+
+    Where the inventory's DR site has an object store, the log is also checked against the anchor copied there,
+    and this controller must know that store (a missing or redirected record of it is a failure)."""
     _, check = verified(ctx)
     data = check.as_dict()
     if json_:
