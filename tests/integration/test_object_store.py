@@ -16,7 +16,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from conftest import Lab, build_lab, networks, run_playbook
+from conftest import Lab, build_lab, networks
 
 from kumiai.audit.chain import head_of
 from kumiai.audit.trail import Trail, verify
@@ -137,20 +137,6 @@ def test_another_towns_credentials_reach_nothing_of_the_bucket(s3_lab: Lab) -> N
         assert refused(s3.get_object, Bucket=bucket, Key=key["Key"]) == "AccessDenied"
         assert refused(s3.put_object, Bucket=bucket, Key="pgbackrest/planted", Body=b"x") == "AccessDenied"
         assert refused(s3.delete_object, Bucket=bucket, Key=key["Key"]) == "AccessDenied"
-
-
-def test_site_and_onboarding_playbooks_change_nothing_when_run_again(s3_lab: Lab) -> None:
-    site = run_playbook(s3_lab, "site.yml")
-    assert site.returncode == 0, site.stdout[-3000:]
-    assert re.findall(r"changed=(\d+)", site.stdout) and set(re.findall(r"changed=(\d+)", site.stdout)) == {"0"}, (
-        site.stdout[-3000:]
-    )
-    check = run_playbook(s3_lab, "site.yml", "--check")
-    assert check.returncode == 0, check.stdout[-3000:]
-    assert set(re.findall(r"changed=(\d+)", check.stdout)) == {"0"}, check.stdout[-3000:]
-    again = s3_lab.kumiai("onboard", *TOWNS, timeout=600)
-    assert again.code == 0, again
-    assert "playbook changed=0" in again.stdout, again
 
 
 def test_ransomware_with_the_towns_keys_is_undone_by_recover_and_a_drill_passes(s3_lab: Lab) -> None:
