@@ -242,12 +242,16 @@ and buckets, one site after the other. What changed:
 - site.yml starts the object store first (role `ceph_rgw`, entry point `start`) and waits for S3 last (`ready`),
   so radosgw comes up and creates its pools while PostgreSQL's packages and etcd are set up; the first-run
   bootstrap of the monitor and of the OSD (with radosgw's key) is one script each instead of twelve tasks and a
-  wait; the monitor and S3 are polled every 0.25 s instead of every second.
+  wait; the monitor and S3 are polled every 0.25 s instead of every second. site.yml of the S3 lab: 34 s at a
+  load of 3-4, 51 s at a load of 7 (104 s at 7 with only the reordering, 44 s at 2.5 before).
 - Onboarding reconciles the users and buckets of both sites at once.
 
-Not changed, measured or not: `process-max` stays 1 (bundling alone brought the backup to the posix time); Ceph's
-debug levels, messenger checksums and radosgw's threads stay at their defaults (the daemons log little at their
-defaults, and under this machine's load a few percent cannot be told from noise).
+Not tried: `process-max` above 1 (bundling alone brought the backup near the posix time), Ceph's debug levels,
+messenger checksums, radosgw's thread pool and bluestore options (the daemons log little at their defaults, and on
+this shared machine a gain of a few percent could not be told from noise). What is left of the `lab up` difference
+is mostly Ansible tasks (about 20 for the monitor, the OSD and radosgw, 9 of them the supervisor's three per
+program, each a second or more when the machine is loaded) and the `verify` after each onboarding backup, which
+reads the backup back from RGW.
 """
 
 
