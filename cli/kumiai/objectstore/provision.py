@@ -4,13 +4,14 @@ earlier moment (`kumiai backup recover`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from kumiai import paths
 from kumiai.datalayer.secrets import ensure_town_secrets
 from kumiai.datalayer.target import Target
-from kumiai.datalayer.topology import ObjectStoreLayout, Topology
+from kumiai.datalayer.topology import ObjectStoreLayout, SiteLayout, Topology
 from kumiai.errors import InputError, KumiaiError, Problem
 from kumiai.objectstore.evidence import (
     EVIDENCE_OBJECT_ACTIONS,
@@ -45,22 +46,34 @@ def town_credentials(topology: Topology, town_id: str) -> Credentials:
 
 
 def ensure_town_buckets(target: Target, topology: Topology, town_ids: Sequence[str]) -> list[str]:
-    """Every town's user and bucket at each of its sites with an object store, reconciled; what changed."""
-    changes = []
-    for site in topology.sites:
-        admin = target.object_store(site.id)
+    """Every town's user and bucket at each of its sites with an object store, reconciled; what changed. The sites
+    are reconciled at the same time (each radosgw-admin is a process of its own that mostly waits on its store)."""
+    credentials = {tid: town_credentials(topology, tid) for tid in town_ids}
+    admins = {site.id: target.object_store(site.id) for site in topology.sites}
+
+    def at_site(site: SiteLayout) -> list[str]:
+        admin = admins[site.id]
         if site.object_store is None or admin is None:
-            continue
+            return []
+        changes = []
         owner = client(site.object_store, admin.owner())
         for tid in town_ids:
             if site.id not in topology.towns[tid].sites:
                 continue
             user = town_user(tid)
-            if admin.ensure_user(user, town_credentials(topology, tid)):
+            if admin.ensure_user(user, credentials[tid]):
                 changes.append(f"{site.id}: S3 user {user}")
             spec = bucket_spec(target, topology, tid, site.id)
             changes += [f"{site.id}: bucket {spec.name}: {c}" for c in reconcile_bucket(owner, spec)]
-    return changes
+        return changes
+
+    return per_site(topology, at_site)
+
+
+def per_site(topology: Topology, work: Callable[[SiteLayout], list[str]]) -> list[str]:
+    """`work` at every site at once; what each returned, in the sites' order (the first error is raised)."""
+    with ThreadPoolExecutor(max_workers=max(len(topology.sites), 1)) as pool:
+        return [c for changes in pool.map(work, topology.sites) for c in changes]
 
 
 def evidence_spec(store: ObjectStoreLayout) -> BucketSpec:
@@ -78,16 +91,21 @@ def ensure_evidence_buckets(target: Target, topology: Topology) -> list[str]:
     """The evidence user and bucket at every site with an object store, reconciled, and the controller told which
     one its copies go to (kumiai.objectstore.evidence); what changed."""
     state = paths.state_dir()
-    changes = []
-    for site in topology.sites:
-        admin = target.object_store(site.id)
+    credentials = ensure_credentials(state)
+    admins = {site.id: target.object_store(site.id) for site in topology.sites}
+
+    def at_site(site: SiteLayout) -> list[str]:
+        admin = admins[site.id]
         if site.object_store is None or admin is None:
-            continue
-        if admin.ensure_user(EVIDENCE_USER, ensure_credentials(state)):
+            return []
+        changes = []
+        if admin.ensure_user(EVIDENCE_USER, credentials):
             changes.append(f"{site.id}: S3 user {EVIDENCE_USER}")
         spec = evidence_spec(site.object_store)
         owner = client(site.object_store, admin.owner())
-        changes += [f"{site.id}: bucket {spec.name}: {c}" for c in reconcile_bucket(owner, spec)]
+        return changes + [f"{site.id}: bucket {spec.name}: {c}" for c in reconcile_bucket(owner, spec)]
+
+    changes = per_site(topology, at_site)
     other = evidence_site(topology.sites)
     if save_store(state, store_of(other) if other else None):
         changes.append(f"evidence and the audit anchor go to {other.id if other else 'this machine only'}")

@@ -9,6 +9,7 @@ retention, and the lock still refuses both before a version's retention ends.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from kumiai.datalayer.topology import ObjectStoreLayout
 from kumiai.errors import KumiaiError
 from kumiai.objectstore.store import Credentials
 
+_CLIENT_LOCK = threading.Lock()
 LIFECYCLE_RULE_ID = "kumiai-noncurrent-versions"
 # Town objects, bucket and read-only bucket facts the town's user may touch (pgBackRest: list, get, put, delete,
 # which on a versioned bucket only adds a delete marker).
@@ -42,7 +44,13 @@ TOWN_BUCKET_ACTIONS = (
 
 
 def client(store: ObjectStoreLayout, credentials: Credentials, *, attempts: int = 3, connect_timeout: int = 10) -> Any:
-    """A boto3 S3 client for a site's store: path-style addressing, TLS verified against the site's CA."""
+    """A boto3 S3 client for a site's store: path-style addressing, TLS verified against the site's CA. Threads may
+    call this at once (boto3's default session does not allow that; its clients may be shared)."""
+    with _CLIENT_LOCK:
+        return _client(store, credentials, attempts, connect_timeout)
+
+
+def _client(store: ObjectStoreLayout, credentials: Credentials, attempts: int, connect_timeout: int) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=store.endpoint_url,
