@@ -45,6 +45,7 @@ from support.lab_inventory import posix_lab_inventory, s3_lab_inventory  # noqa:
 LAB_NETWORKS = ("127.0.1.0/24", "127.0.2.0/24")
 TOWN = "nakai"
 POSIX_REPO = 9
+LOCK_HELD = 50  # pgBackRest's exit code when another process holds the lock
 
 
 def lab_env(base: Path, inventory: Path) -> dict[str, str]:
@@ -126,7 +127,14 @@ def throughput(env: dict[str, str], base: Path, inventory: Path, mb: int) -> dic
     config.chmod(0o600)
     shutil.chown(config, town.os_user, town.os_user)
     base_cmd = [*target.run_as(TOWN), "/usr/bin/pgbackrest", f"--config={config}", f"--stanza={TOWN}"]
-    timed([*base_cmd, "stanza-create"])
+    # The leader's asynchronous archive-push holds the stanza's archive lock now and then: wait for it.
+    for _ in range(60):
+        create = subprocess.run([*base_cmd, "stanza-create"], capture_output=True, text=True, timeout=600)
+        if create.returncode != LOCK_HELD:
+            break
+        time.sleep(1)
+    if create.returncode != 0:
+        sys.exit(f"stanza-create failed ({create.returncode}):\n{create.stdout[-2000:]}\n{create.stderr[-2000:]}")
     result: dict[str, Any] = {"database_mb": round(size_mb, 1)}
     for name, repo in (("rgw", s3_repo), ("posix", POSIX_REPO)):
         backup_s = timed([*base_cmd, f"--repo={repo}", "--type=full", "--no-archive-check", "backup"])
