@@ -32,7 +32,7 @@ from kumiai import paths
 from kumiai.audit.chain import Checked, Flaw, Head, canonical, check, head_of, parse, seal, seal_problem
 from kumiai.console import err
 from kumiai.errors import InputError, KumiaiError, Problem
-from kumiai.objectstore.evidence import CONFIG_FILE, mirror_for
+from kumiai.objectstore.evidence import mirror_for, store_file
 
 ANCHOR_FILE = "audit-head.json"
 KEY_BYTES = 32
@@ -327,7 +327,7 @@ def verify(trail: Trail, expected_remote: str | None = None) -> Verification:
             problems.append(
                 Flaw(
                     f"the inventory keeps the audit anchor in {expected_remote}, but this machine has no record of "
-                    f"that store ({trail.log.parent.parent / CONFIG_FILE} is missing): the log is not checked "
+                    f"that store ({store_file(trail.log.parent.parent)} is missing): the log is not checked "
                     "against it; `kumiai onboard` writes the record again"
                 )
             )

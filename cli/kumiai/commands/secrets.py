@@ -15,7 +15,7 @@ from kumiai.console import emit_json, out
 from kumiai.datalayer import escrow
 from kumiai.datalayer.secrets import write_private
 from kumiai.errors import InputError, KumiaiError, Problem
-from kumiai.objectstore.evidence import CREDENTIALS_FILE
+from kumiai.objectstore.evidence import credentials_file
 from kumiai.ops import Operation
 
 secrets_app = typer.Typer(
@@ -64,7 +64,7 @@ def escrow_cmd(
     with Operation("secrets escrow", target=facts) as op:
         with op.step(f"seal {len(towns)} towns' keys and credentials") as step:
             audit_key = escrow.read_audit_key(Trail.default().key)
-            evidence_keys = escrow.read_private_file(evidence_keys_file())
+            evidence_keys = escrow.read_private_file(credentials_file(paths.state_dir()))
             data = escrow.seal(header, escrow.gather(topology, towns), recipient, audit_key, evidence_keys)
             write_private(path, data)
             step.detail = f"sha256 {escrow.digest(data)}"
@@ -74,11 +74,6 @@ def escrow_cmd(
         return
     out.print(f"escrow of {len(towns)} towns ({', '.join(towns)}) sealed to {header.recipient}: {path}")
     out.print("Keep it at the DR site; the identity that opens it stays offline.")
-
-
-def evidence_keys_file() -> Path:
-    """The evidence store's S3 keys (kumiai.objectstore.evidence), beside the audit key."""
-    return paths.state_dir() / "secrets" / CREDENTIALS_FILE
 
 
 @secrets_app.command("recover")
@@ -115,14 +110,15 @@ def recover_cmd(
         "towns": list(header.towns),
     }
     topology, known, audit_key_file = target.topology(), list(target.inventory.towns), Trail.default().key
-    problems = escrow.conflicts(topology, contents, known, audit_key_file, evidence_keys_file=evidence_keys_file())
+    evidence_keys_file = credentials_file(paths.state_dir())
+    problems = escrow.conflicts(topology, contents, known, audit_key_file, evidence_keys_file=evidence_keys_file)
     if problems:
         raise InputError(problems)
     # The audit key and the evidence store's keys first: recording this run needs them (its head goes to the other
     # site's anchor) when the controller lost them with the rest.
     controller = {
         "audit_key": escrow.recover_audit_key(contents, audit_key_file),
-        "evidence_keys": escrow.recover_evidence_keys(contents, evidence_keys_file()),
+        "evidence_keys": escrow.recover_evidence_keys(contents, evidence_keys_file),
     }
     with Operation("secrets recover", target=facts) as op:
         with op.step(f"restore {len(contents.towns)} towns' keys and vaults") as step:

@@ -118,6 +118,16 @@ def store_of(site: SiteLayout) -> EvidenceStore:
 # --- the controller's files (state directory)
 
 
+def store_file(state: Path) -> Path:
+    """Where the controller keeps the record of its evidence store (no secret)."""
+    return state / CONFIG_FILE
+
+
+def credentials_file(state: Path) -> Path:
+    """The evidence user's S3 keys (0600, beside the audit key)."""
+    return state / "secrets" / CREDENTIALS_FILE
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -130,7 +140,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def load_store(state: Path) -> EvidenceStore | None:
-    path = state / CONFIG_FILE
+    path = store_file(state)
     try:
         return EvidenceStore.model_validate_json(path.read_bytes())
     except FileNotFoundError:
@@ -144,7 +154,7 @@ def load_store(state: Path) -> EvidenceStore | None:
 
 def save_store(state: Path, store: EvidenceStore | None) -> bool:
     """Record where copies go (None: nowhere, the file is removed); True when this changed the file."""
-    path = state / CONFIG_FILE
+    path = store_file(state)
     with contextlib.suppress(KumiaiError):
         if load_store(state) == store:
             return False
@@ -157,7 +167,7 @@ def save_store(state: Path, store: EvidenceStore | None) -> bool:
 
 def ensure_credentials(state: Path) -> Credentials:
     """The evidence user's keys, made once (0600 under secrets/)."""
-    path = state / "secrets" / CREDENTIALS_FILE
+    path = credentials_file(state)
     if not path.exists():
         alphabet = string.ascii_uppercase + string.digits
         keys = {
@@ -169,7 +179,7 @@ def ensure_credentials(state: Path) -> Credentials:
 
 
 def load_credentials(state: Path) -> Credentials:
-    path = state / "secrets" / CREDENTIALS_FILE
+    path = credentials_file(state)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return Credentials(str(data["access_key"]), str(data["secret_key"]))
